@@ -1,0 +1,61 @@
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+BACKEND = keras.backend.backend()
+
+TINY = dict(
+    patch_size=4,
+    encoder_dim=16,
+    encoder_depth=1,
+    encoder_heads=2,
+    num_latent_tokens=8,
+    latent_dim=16,
+    approximator_width=32,
+    approximator_depth=1,
+    approximator_heads=2,
+    mlp_ratio=2,
+    decoder_width=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    decoder_mlp_dim=32,
+    frequencies=(1, 2, 4),
+)
+
+
+def tiny_upt(grid_shape=(32,), num_fields=1, **kwargs):
+    """A UPT small enough for unit tests on every backend."""
+    from upt_keras import UPT
+
+    sizes = dict(TINY)
+    sizes.update({k: kwargs.pop(k) for k in list(kwargs) if k in TINY})
+    keras.utils.set_random_seed(kwargs.pop("init_seed", 0))
+    return UPT.from_sizes(grid_shape, num_fields, **sizes, **kwargs)
+
+
+def wave_pairs(num=16, n=32, channels=1, shift=1, seed=0):
+    """Smooth random periodic fields and their shifted copies: a learnable one-step map."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(n) / n
+    k = np.arange(1, 4)
+    amp = rng.normal(size=(num, channels, 3))
+    phase = rng.uniform(0, 2 * np.pi, size=(num, channels, 3))
+    u = (amp[..., None] * np.sin(2 * np.pi * k[None, None, :, None] * x + phase[..., None])).sum(2)
+    u = np.moveaxis(u, 1, -1).astype("float32")  # (num, n, C)
+    return u, np.roll(u, shift, axis=1)
+
+
+@pytest.fixture
+def backend():
+    return BACKEND
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def pytest_report_header(config):
+    return f"keras backend: {BACKEND} (KERAS_BACKEND={os.environ.get('KERAS_BACKEND')})"

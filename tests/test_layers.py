@@ -1,0 +1,102 @@
+"""Layer-level checks: shapes, per-query independence, dt conditioning, errors, configs."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from conftest import to_numpy
+from upt_keras.layers import AnyPointDecoder, Approximator, FourierFeatures, GridEncoder, grid_coordinates
+
+
+def test_fourier_features_shape_and_periodicity():
+    feats = FourierFeatures(num_dims=2, frequencies=(1, 2, 4))
+    x = np.random.default_rng(0).random((5, 2)).astype("float32")
+    out = to_numpy(feats(x))
+    assert out.shape == (5, 2 * (2 * 3 + 1))
+    # sin/cos parts are periodic on [0, 1): x and x + 1 give the same features
+    shifted = to_numpy(feats(x + 1.0))
+    np.testing.assert_allclose(out[:, 2:], shifted[:, 2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("grid_shape", [(32,), (16, 8)])
+def test_grid_encoder_shapes(grid_shape):
+    for pooling in ("perceiver", "average"):
+        enc = GridEncoder(grid_shape, num_channels=2, patch_size=4, dim=16, depth=1, num_heads=2,
+                          num_latent_tokens=4, latent_dim=8, pooling=pooling)
+        z = enc(np.zeros((3,) + grid_shape + (2,), "float32"))
+        assert tuple(z.shape) == (3, 4, 8)
+
+
+def test_grid_encoder_bad_shapes_name_the_shape():
+    with pytest.raises(ValueError, match=r"patch_size=3 does not divide grid_shape=\(32,\)"):
+        GridEncoder((32,), 1, patch_size=3)
+    enc = GridEncoder((32,), 1, patch_size=4, dim=16, num_heads=2, num_latent_tokens=4, latent_dim=8)
+    with pytest.raises(ValueError, match=r"got shape \(2, 32\)"):  # missing channel axis
+        enc(np.zeros((2, 32), "float32"))
+    with pytest.raises(ValueError, match=r"built for grid \(32,\).*\(2, 16, 1\)"):
+        enc(np.zeros((2, 16, 1), "float32"))
+    with pytest.raises(ValueError, match=r"1 channel\(s\).*\(2, 32, 3\)"):
+        enc(np.zeros((2, 32, 3), "float32"))
+    with pytest.raises(ValueError, match=r"grid_shape=\(4, 4, 4\)"):
+        GridEncoder((4, 4, 4), 1)
+    with pytest.raises(ValueError, match="average pooling"):
+        GridEncoder((32,), 1, patch_size=4, num_latent_tokens=3, pooling="average")
+
+
+def test_approximator_depends_on_dt():
+    approx = Approximator(latent_dim=8, width=16, depth=2, num_heads=2)
+    z = np.random.default_rng(0).normal(size=(2, 4, 8)).astype("float32")
+    a = to_numpy(approx(z, dt=np.full((2,), 0.01, "float32")))
+    b = to_numpy(approx(z, dt=np.full((2,), 0.05, "float32")))
+    assert a.shape == (2, 4, 8)
+    assert np.abs(a - b).max() > 1e-4
+    # a per-sample dt acts per sample
+    c = to_numpy(approx(z, dt=np.array([0.01, 0.05], "float32")))
+    np.testing.assert_allclose(c[0], a[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c[1], b[1], rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_per_query_independence():
+    dec = AnyPointDecoder(num_fields=2, coord_dim=2, width=32, depth=2, num_heads=4, mlp_dim=32)
+    rng = np.random.default_rng(1)
+    latent = rng.normal(size=(2, 8, 16)).astype("float32")
+    coords = rng.random((4096, 2)).astype("float32")
+    many = to_numpy(dec(latent, coords))
+    assert many.shape == (2, 4096, 2)
+    for i in (0, 1234, 4095):
+        alone = to_numpy(dec(latent, coords[i:i + 1]))
+        np.testing.assert_allclose(alone[:, 0], many[:, i], rtol=1e-5, atol=1e-5)
+    # batched coordinates (B, Q, d) give the same as shared coordinates
+    batched = to_numpy(dec(latent, np.broadcast_to(coords[:10], (2, 10, 2)).copy()))
+    np.testing.assert_allclose(batched, many[:, :10], rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_bad_coords():
+    dec = AnyPointDecoder(num_fields=1, coord_dim=2, width=16, depth=1, num_heads=2, mlp_dim=16)
+    with pytest.raises(ValueError, match=r"got shape \(5, 3\)"):
+        dec(np.zeros((1, 4, 8), "float32"), np.zeros((5, 3), "float32"))
+
+
+def test_grid_coordinates_convention():
+    c = grid_coordinates((4, 2))
+    assert c.shape == (8, 2)
+    np.testing.assert_allclose(c[:3], [[0, 0], [0, 0.5], [0.25, 0]])
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: FourierFeatures(3, (1, 3)),
+        lambda: GridEncoder((8, 8), 2, patch_size=2, dim=16, num_heads=2, num_latent_tokens=4, latent_dim=8),
+        lambda: Approximator(8, width=16, depth=1, num_heads=2, qk_norm=False),
+        lambda: AnyPointDecoder(3, 2, width=16, depth=1, num_heads=2, mlp_dim=24, frequencies=(1, 5)),
+    ],
+)
+def test_layer_config_round_trip(layer):
+    layer = layer()
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(restored) is type(layer)

@@ -1,0 +1,69 @@
+"""Data for UPT: Burgers solvers, PDEBench HDF5 files, and the Keras input pipeline.
+
+Importing this package imports only numpy and h5py. ``PairDataset`` (a ``keras.utils.PyDataset``) imports Keras the
+first time it is accessed.
+
+Example:
+    >>> from upt_keras.data import load_default_burgers, split_indices, compute_normalization, PairDataset
+    >>> store = load_default_burgers()                       # generated once, then cached  # doctest: +SKIP
+    >>> split = split_indices(store.num_samples)             # first 10% test, next 10% val  # doctest: +SKIP
+    >>> stats = compute_normalization(store, split["train"])                                   # doctest: +SKIP
+    >>> train = PairDataset(store, split["train"], batch_size=32, shuffle=True)                # doctest: +SKIP
+"""
+
+from upt_keras.data.burgers import (
+    cole_hopf_solution,
+    gaussian_random_field,
+    grid_coordinates,
+    sinusoid_initial_condition,
+    solve_burgers,
+    stable_time_step,
+)
+from upt_keras.data.default import (
+    DEFAULT_BURGERS,
+    default_burgers_path,
+    default_cache_dir,
+    ensure_default_burgers,
+    load_default_burgers,
+)
+from upt_keras.data.hdf5 import (
+    DataError,
+    PDEBenchWriter,
+    TrajectoryStore,
+    generate_burgers_dataset,
+    open_trajectories,
+    write_trajectories,
+)
+from upt_keras.data.pipeline import compute_normalization, split_indices
+
+__all__ = [
+    "DEFAULT_BURGERS",
+    "DataError",
+    "PDEBenchWriter",
+    "PairDataset",
+    "TrajectoryStore",
+    "cole_hopf_solution",
+    "compute_normalization",
+    "default_burgers_path",
+    "default_cache_dir",
+    "ensure_default_burgers",
+    "gaussian_random_field",
+    "generate_burgers_dataset",
+    "grid_coordinates",
+    "load_default_burgers",
+    "open_trajectories",
+    "sinusoid_initial_condition",
+    "solve_burgers",
+    "split_indices",
+    "stable_time_step",
+    "write_trajectories",
+]
+
+
+def __getattr__(name):
+    # Resolved lazily so that `import upt_keras.data` stays free of Keras and its backend.
+    if name == "PairDataset":
+        from upt_keras.data import pipeline
+
+        return pipeline.PairDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""Any-point decoder: latent tokens + arbitrary coordinates -> field values."""
+
+import keras
+from keras import ops
+
+from upt_keras.layers.blocks import TransformerBlock
+from upt_keras.layers.embeddings import FourierFeatures
+
+PACKAGE = "upt_keras"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AnyPointDecoder(keras.layers.Layer):
+    """Decodes the field at arbitrary query coordinates by cross-attention to latent tokens.
+
+    coords (B, Q, d) or (Q, d) -> Fourier features -> MLP -> `depth` cross-attention
+    blocks that attend to the latent tokens only (never to other queries) ->
+    one linear head per field. Each query is processed independently, so a point
+    decodes to the same value alone or among any number of others, the cost is
+    linear in Q, and queries can lie anywhere (off-grid, finer grids).
+
+    Args:
+        num_fields: int, number of output fields (channels).
+        coord_dim: int, 1, 2 or 3.
+        width: int.
+        depth: int, cross-attention blocks.
+        num_heads: int.
+        mlp_dim: int, hidden width of the block MLPs.
+        frequencies: Fourier frequencies of the query features.
+
+    Example:
+    >>> dec = AnyPointDecoder(num_fields=2, coord_dim=2, width=32, depth=1)
+    >>> dec(np.zeros((3, 8, 16)), np.random.rand(100, 2)).shape
+    (3, 100, 2)
+    """
+
+    def __init__(self, num_fields, coord_dim, width=128, depth=2, num_heads=4, mlp_dim=256,
+                 frequencies=(1, 2, 4, 8), **kwargs):
+        super().__init__(**kwargs)
+        self.num_fields, self.coord_dim = int(num_fields), int(coord_dim)
+        self.width, self.depth, self.num_heads, self.mlp_dim = int(width), int(depth), int(num_heads), int(mlp_dim)
+        self.frequencies = [float(f) for f in frequencies]
+        policy = self.dtype_policy
+        self.features = FourierFeatures(self.coord_dim, self.frequencies, name="features", dtype=policy)
+        self.query_mlp = [
+            keras.layers.Dense(self.width, activation="gelu", name="query_0", dtype=policy),
+            keras.layers.Dense(self.width, name="query_1", dtype=policy),
+        ]
+        self.latent_proj = keras.layers.Dense(self.width, name="latent_proj", dtype=policy)
+        self.blocks = [
+            TransformerBlock(self.width, self.num_heads, self.mlp_dim, cross_attention=True,
+                             name=f"block_{i}", dtype=policy)
+            for i in range(self.depth)
+        ]
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
+        self.heads = [keras.layers.Dense(1, name=f"head_{i}", dtype=policy) for i in range(self.num_fields)]
+
+    def build(self, latent_shape, coords_shape=None):
+        query_shape = (None, None, self.width)
+        self.query_mlp[0].build((None, None, self.features.output_dim))
+        self.query_mlp[1].build(query_shape)
+        self.latent_proj.build(latent_shape)
+        context_shape = tuple(latent_shape[:-1]) + (self.width,)
+        for block in self.blocks:
+            block.build(query_shape, context_shape)
+        self.norm.build(query_shape)
+        for head in self.heads:
+            head.build(query_shape)
+
+    def call(self, latent, coords):
+        batch = ops.shape(latent)[0]
+        if len(coords.shape) not in (2, 3) or coords.shape[-1] != self.coord_dim:
+            raise ValueError(
+                f"coords must have shape (Q, {self.coord_dim}) or (batch, Q, {self.coord_dim}), "
+                f"got shape {tuple(coords.shape)}"
+            )
+        if len(coords.shape) == 2:  # shared coordinates for the whole batch
+            coords = ops.broadcast_to(ops.expand_dims(coords, 0), (batch,) + tuple(ops.shape(coords)))
+        x = self.features(coords)
+        for layer in self.query_mlp:
+            x = layer(x)
+        context = self.latent_proj(latent)
+        for block in self.blocks:
+            x = block(x, context)  # (B, Q, width)
+        x = self.norm(x)
+        return ops.concatenate([head(x) for head in self.heads], axis=-1)  # (B, Q, num_fields)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_fields": self.num_fields,
+                "coord_dim": self.coord_dim,
+                "width": self.width,
+                "depth": self.depth,
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "frequencies": list(self.frequencies),
+            }
+        )
+        return config

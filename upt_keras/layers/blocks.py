@@ -1,0 +1,227 @@
+"""Attention building blocks shared by the encoder, approximator and decoder.
+
+All blocks are pre-norm. Attention goes through `keras.ops.dot_product_attention`
+(fused SDPA on torch, XLA on TF/JAX; softmax in float32 under mixed precision).
+"""
+
+import keras
+from keras import ops
+
+PACKAGE = "upt_keras"
+
+
+def _dense(units, name, **kwargs):
+    return keras.layers.Dense(units, name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Attention(keras.layers.Layer):
+    """Multi-head attention of `x` (B, T, D) over `context` (B, S, Dc).
+
+    With `context=None` this is self-attention. There is no mask: every query
+    sees every key, and queries never see each other unless they are also the keys.
+
+    Args:
+        dim: int, model width (output width too).
+        num_heads: int, must divide `dim`.
+        qk_norm: bool, layer-normalise queries and keys per head.
+
+    Example:
+    >>> attn = Attention(dim=32, num_heads=4)
+    >>> attn(np.zeros((2, 7, 32)), np.zeros((2, 5, 32))).shape
+    (2, 7, 32)
+    """
+
+    def __init__(self, dim, num_heads, qk_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        if dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide dim={dim}")
+        self.dim, self.num_heads, self.qk_norm = int(dim), int(num_heads), bool(qk_norm)
+        self.head_dim = self.dim // self.num_heads
+        policy = self.dtype_policy
+        self.q_proj = _dense(self.dim, "q", dtype=policy)
+        self.k_proj = _dense(self.dim, "k", dtype=policy)
+        self.v_proj = _dense(self.dim, "v", dtype=policy)
+        self.out_proj = _dense(self.dim, "out", dtype=policy)
+        if self.qk_norm:
+            self.q_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="q_norm", dtype=policy)
+            self.k_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="k_norm", dtype=policy)
+
+    def build(self, x_shape, context_shape=None):
+        context_shape = x_shape if context_shape is None else context_shape
+        self.q_proj.build(x_shape)
+        self.k_proj.build(context_shape)
+        self.v_proj.build(context_shape)
+        self.out_proj.build(tuple(x_shape[:-1]) + (self.dim,))
+        if self.qk_norm:
+            head_shape = (None, None, self.num_heads, self.head_dim)
+            self.q_norm.build(head_shape)
+            self.k_norm.build(head_shape)
+
+    def _heads(self, t):
+        shape = ops.shape(t)
+        return ops.reshape(t, (shape[0], shape[1], self.num_heads, self.head_dim))
+
+    def call(self, x, context=None):
+        context = x if context is None else context
+        q = self._heads(self.q_proj(x))
+        k = self._heads(self.k_proj(context))
+        v = self._heads(self.v_proj(context))
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+            q, k = ops.cast(q, v.dtype), ops.cast(k, v.dtype)
+        out = ops.dot_product_attention(q, k, v)  # (B, T, heads, head_dim)
+        shape = ops.shape(out)
+        return self.out_proj(ops.reshape(out, (shape[0], shape[1], self.dim)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"dim": self.dim, "num_heads": self.num_heads, "qk_norm": self.qk_norm})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MLP(keras.layers.Layer):
+    """Two-layer GELU MLP applied per token.
+
+    Args:
+        dim: int, input and output width.
+        hidden_dim: int, hidden width.
+
+    Example:
+    >>> MLP(16, 64)(np.zeros((2, 3, 16))).shape
+    (2, 3, 16)
+    """
+
+    def __init__(self, dim, hidden_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.hidden_dim = int(dim), int(hidden_dim)
+        self.fc1 = _dense(self.hidden_dim, "fc1", activation="gelu", dtype=self.dtype_policy)
+        self.fc2 = _dense(self.dim, "fc2", dtype=self.dtype_policy)
+
+    def build(self, x_shape):
+        self.fc1.build(x_shape)
+        self.fc2.build(tuple(x_shape[:-1]) + (self.hidden_dim,))
+
+    def call(self, x):
+        return self.fc2(self.fc1(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"dim": self.dim, "hidden_dim": self.hidden_dim})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TransformerBlock(keras.layers.Layer):
+    """Pre-norm transformer block; self-attention, or cross-attention to a context.
+
+    `x = x + Attn(LN(x), LN(context)); x = x + MLP(LN(x))`. With
+    `cross_attention=True` the queries attend to the context tokens only, never
+    to each other, so every query token is processed independently.
+
+    Args:
+        dim: int, width.
+        num_heads: int.
+        mlp_dim: int, hidden width of the MLP.
+        cross_attention: bool, attend to a `context` given at call time.
+        qk_norm: bool.
+
+    Example:
+    >>> block = TransformerBlock(32, 4, 64, cross_attention=True)
+    >>> block(np.zeros((2, 9, 32)), np.zeros((2, 5, 32))).shape
+    (2, 9, 32)
+    """
+
+    def __init__(self, dim, num_heads, mlp_dim, cross_attention=False, qk_norm=False, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.num_heads, self.mlp_dim = int(dim), int(num_heads), int(mlp_dim)
+        self.cross_attention, self.qk_norm = bool(cross_attention), bool(qk_norm)
+        policy = self.dtype_policy
+        self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm1", dtype=policy)
+        if self.cross_attention:
+            self.norm_context = keras.layers.LayerNormalization(epsilon=1e-6, name="norm_ctx", dtype=policy)
+        self.attn = Attention(self.dim, self.num_heads, qk_norm=self.qk_norm, name="attn", dtype=policy)
+        self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm2", dtype=policy)
+        self.mlp = MLP(self.dim, self.mlp_dim, name="mlp", dtype=policy)
+
+    def build(self, x_shape, context_shape=None):
+        self.norm1.build(x_shape)
+        if self.cross_attention:
+            self.norm_context.build(context_shape)
+        self.attn.build(x_shape, context_shape if self.cross_attention else None)
+        self.norm2.build(x_shape)
+        self.mlp.build(x_shape)
+
+    def call(self, x, context=None):
+        if self.cross_attention:
+            if context is None:
+                raise ValueError("a cross-attention block needs a context")
+            x = x + self.attn(self.norm1(x), self.norm_context(context))
+        else:
+            x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "dim": self.dim,
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "cross_attention": self.cross_attention,
+                "qk_norm": self.qk_norm,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AdaLNBlock(keras.layers.Layer):
+    """DiT-style transformer block whose norms are modulated by a condition vector.
+
+    `cond` (B, C) -> shift, scale, gate for the attention and the MLP branch:
+    `x = x + gate1 * Attn(LN(x) * (1 + scale1) + shift1)`, same for the MLP.
+
+    Args:
+        dim: int, width.
+        num_heads: int.
+        mlp_dim: int.
+        qk_norm: bool.
+
+    Example:
+    >>> block = AdaLNBlock(32, 4, 64)
+    >>> block(np.zeros((2, 8, 32)), np.ones((2, 32))).shape
+    (2, 8, 32)
+    """
+
+    def __init__(self, dim, num_heads, mlp_dim, qk_norm=True, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.num_heads, self.mlp_dim, self.qk_norm = int(dim), int(num_heads), int(mlp_dim), bool(qk_norm)
+        policy = self.dtype_policy
+        norm_kw = dict(epsilon=1e-6, center=False, scale=False, dtype=policy)
+        self.norm1 = keras.layers.LayerNormalization(name="norm1", **norm_kw)
+        self.norm2 = keras.layers.LayerNormalization(name="norm2", **norm_kw)
+        self.attn = Attention(self.dim, self.num_heads, qk_norm=self.qk_norm, name="attn", dtype=policy)
+        self.mlp = MLP(self.dim, self.mlp_dim, name="mlp", dtype=policy)
+        self.modulation = _dense(6 * self.dim, "modulation", dtype=policy)
+
+    def build(self, x_shape, cond_shape):
+        self.norm1.build(x_shape)
+        self.norm2.build(x_shape)
+        self.attn.build(x_shape)
+        self.mlp.build(x_shape)
+        self.modulation.build(cond_shape)
+
+    def call(self, x, cond):
+        mod = ops.expand_dims(self.modulation(ops.silu(cond)), 1)  # (B, 1, 6D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = ops.split(mod, 6, axis=-1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1.0 + scale1) + shift1)
+        return x + gate2 * self.mlp(self.norm2(x) * (1.0 + scale2) + shift2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"dim": self.dim, "num_heads": self.num_heads, "mlp_dim": self.mlp_dim, "qk_norm": self.qk_norm}
+        )
+        return config
