@@ -1,0 +1,267 @@
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from upt_keras.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_config,
+    validate_for_grid,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+
+
+def _error(data=None, overrides=()):
+    with pytest.raises(ConfigError) as info:
+        if overrides:
+            load_config(None, overrides=overrides)
+        else:
+            config_from_dict(data)
+    return str(info.value)
+
+
+def test_defaults():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.seed == 0
+    assert cfg.data.source == "default" and cfg.data.path is None
+    assert cfg.model.frequencies == [1, 2, 4, 8, 16, 32]
+    assert cfg.training.lambda_inv_enc == 0.01
+    assert cfg.training.query_sampling.num_queries == 2048
+    assert cfg.training.jit_compile == "auto"
+    assert cfg.training.amp_policy is None
+    assert cfg.training.ramp_epochs == cfg.training.inverse_loss_warmup_epochs == 5
+    assert cfg.output.run_dir == "runs/burgers1d"
+    # default lists are not shared between instances
+    Config().model.frequencies.append(64)
+    assert Config().model.frequencies == [1, 2, 4, 8, 16, 32]
+
+
+def test_partial_dict_and_empty_sections_take_defaults():
+    cfg = config_from_dict({"training": {"epochs": 3}, "model": None})
+    assert cfg.training.epochs == 3
+    assert cfg.training.batch_size == 32
+    assert cfg.model == Config().model
+
+
+@pytest.mark.parametrize(
+    "data, must_contain",
+    [
+        ({"trainin": {}}, ["'trainin'", "did you mean 'training'"]),
+        ({"training": {"lamda_inv_enc": 0.1}}, ["'training.lamda_inv_enc'", "did you mean 'training.lambda_inv_enc'"]),
+        ({"training": {"query_sampling": {"num_querie": 3}}},
+         ["training.query_sampling.num_querie", "training.query_sampling.num_queries"]),
+        ({"lambda_inv_enc": 0.1}, ["'lambda_inv_enc'", "training.lambda_inv_enc"]),  # key in the wrong section
+        ({"training": {"lambda_inv_enc": -0.1}}, ["training.lambda_inv_enc", ">= 0", "-0.1"]),
+        ({"training": {"lambda_inv_dec": -1}}, ["training.lambda_inv_dec", "-1"]),
+        ({"model": {"frequencies": [1, 0, 4]}}, ["model.frequencies[1]", "> 0", "got 0"]),
+        ({"model": {"frequencies": []}}, ["model.frequencies", "[]"]),
+        ({"model": {"frequencies": [1, "a"]}}, ["model.frequencies[1]", "'a'"]),
+        ({"model": {"frequencies": 4}}, ["model.frequencies", "4"]),
+        ({"training": {"query_sampling": {"strategy": "random"}}},
+         ["training.query_sampling.strategy", "'random'", "uniform | stratified"]),
+        ({"model": {"pooling": "max"}}, ["model.pooling", "'max'"]),
+        ({"training": {"epochs": "ten"}}, ["training.epochs", "'ten'", "integer"]),
+        ({"training": {"epochs": 2.5}}, ["training.epochs", "2.5"]),
+        ({"training": {"learning_rate": "fast"}}, ["training.learning_rate", "'fast'"]),
+        ({"training": {"batch_size": True}}, ["training.batch_size", "True", "bool"]),  # bools are not ints
+        ({"training": {"learning_rate": True}}, ["training.learning_rate", "True"]),
+        ({"training": {"use_inverse_losses": 1}}, ["training.use_inverse_losses", "1"]),
+        ({"training": {"amp": "fp16"}}, ["training.amp", "'fp16'", "mixed_bfloat16"]),
+        ({"training": {"jit_compile": "yes"}}, ["training.jit_compile", "'yes'"]),
+        ({"training": {"distribution": "model_parallel"}}, ["training.distribution", "'model_parallel'"]),
+        ({"training": {"time_budget_seconds": 0}}, ["training.time_budget_seconds", "> 0", "0"]),
+        ({"training": {"early_stopping_patience": 0}}, ["training.early_stopping_patience", "0"]),
+        ({"training": {"epochs": None}}, ["training.epochs", "null"]),
+        ({"training": 5}, ["training", "mapping", "5"]),
+        ({"data": {"source": "hdf5"}}, ["data.path", "hdf5", "null"]),
+        ({"data": {"source": "s3"}}, ["data.source", "'s3'"]),
+        ({"data": {"reduced_resolution": 0}}, ["data.reduced_resolution", ">= 1", "0"]),
+        ({"data": {"test_fraction": 1.0}}, ["data.test_fraction", "< 1", "1.0"]),
+        ({"data": {"test_fraction": 0.5, "val_fraction": 0.6}}, ["data.test_fraction", "data.val_fraction", "0.6"]),
+        ({"model": {"decoder_width": 130, "decoder_heads": 4}}, ["model.decoder_width", "model.decoder_heads", "130"]),
+        ({"seed": -1}, ["seed", "-1"]),
+    ],
+)
+def test_bad_values_name_key_and_value(data, must_contain):
+    msg = _error(data)
+    for part in must_contain:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_ints_accepted_for_floats_and_float_strings():
+    cfg = config_from_dict({"training": {"learning_rate": 1, "weight_decay": "1e-5", "time_budget_seconds": 60}})
+    assert cfg.training.learning_rate == 1.0 and isinstance(cfg.training.learning_rate, float)
+    assert cfg.training.weight_decay == 1e-5  # YAML 1.1 reads 1e-5 as a string
+    assert cfg.training.time_budget_seconds == 60.0
+    cfg = config_from_dict({"model": {"frequencies": [0.5, 1, 2.0]}, "training": {"amp": "mixed_bfloat16"}})
+    assert cfg.model.frequencies == [0.5, 1, 2.0]
+    assert cfg.training.amp_policy == "mixed_bfloat16"
+    assert config_from_dict({"training": {"amp": True}}).training.amp_policy == "mixed_float16"
+
+
+def test_hdf5_with_path_is_valid():
+    cfg = config_from_dict({"data": {"source": "hdf5", "path": "data/x.h5"}})
+    assert cfg.data.path == "data/x.h5"
+
+
+def test_validate_for_grid():
+    cfg = Config()
+    validate_for_grid(cfg, (256,))
+    validate_for_grid(cfg, (64, 64))
+    with pytest.raises(ConfigError) as info:
+        validate_for_grid(cfg, (64, 30))
+    msg = str(info.value)
+    assert "model.patch_size" in msg and "4" in msg and "(64, 30)" in msg
+
+    # Q larger than the grid only matters while sampling is enabled
+    big_q = config_from_dict({"training": {"query_sampling": {"num_queries": 2048}}})
+    validate_for_grid(big_q, (1024,))
+    big_q.training.query_sampling.enabled = True
+    with pytest.raises(ConfigError) as info:
+        validate_for_grid(big_q, (1024,))
+    msg = str(info.value)
+    assert "training.query_sampling.num_queries" in msg and "2048" in msg and "1024" in msg
+    validate_for_grid(big_q, (64, 64))  # 4096 points >= 2048
+
+
+def test_overrides():
+    cfg = load_config(
+        None,
+        overrides=[
+            "training.lambda_inv_enc=0.02",
+            "training.query_sampling.num_queries=512",
+            "training.query_sampling.enabled=true",
+            "training.learning_rate=1e-3",
+            "model.frequencies=[1, 2, 4]",
+            "training.early_stopping_patience=null",
+            "data.path=some/file.h5",
+            "seed=7",
+        ],
+    )
+    assert cfg.training.lambda_inv_enc == 0.02
+    assert cfg.training.query_sampling.num_queries == 512
+    assert cfg.training.query_sampling.enabled is True
+    assert cfg.training.learning_rate == 1e-3
+    assert cfg.model.frequencies == [1, 2, 4]
+    assert cfg.training.early_stopping_patience is None
+    assert cfg.data.path == "some/file.h5"
+    assert cfg.seed == 7
+
+
+def test_overrides_apply_on_top_of_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  epochs: 3\n  lambda_inv_enc: 0.5\n")
+    cfg = load_config(path, overrides=["training.lambda_inv_enc=0.02"])
+    assert cfg.training.epochs == 3 and cfg.training.lambda_inv_enc == 0.02
+
+
+@pytest.mark.parametrize(
+    "override, must_contain",
+    [
+        ("training.lamda_inv_enc=0.02", ["training.lamda_inv_enc", "did you mean 'training.lambda_inv_enc'"]),
+        ("training.query_sampling.num_queries=many", ["training.query_sampling.num_queries", "'many'"]),
+        ("training.lambda_inv_enc=-1", ["training.lambda_inv_enc", "-1"]),
+        ("trainig.epochs=3", ["trainig.epochs", "training"]),
+        ("seed.value=3", ["seed.value"]),
+        ("training.epochs", ["training.epochs", "key.path=value"]),
+        ("model.frequencies=[1, 2", ["model.frequencies", "[1, 2"]),
+    ],
+)
+def test_bad_overrides(override, must_contain):
+    msg = _error(overrides=[override])
+    for part in must_contain:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, overrides=["training.amp=mixed_bfloat16", "model.frequencies=[0.5, 3]",
+                                       "data.max_train_samples=100", "training.jit_compile=false"])
+    path = tmp_path / "sub" / "saved.yaml"
+    save_config(cfg, path)
+    again = load_config(path)
+    assert again == cfg
+    assert config_to_dict(again) == config_to_dict(cfg)
+    # the file holds every key, as plain YAML
+    raw = yaml.safe_load(path.read_text())
+    assert set(raw) == {"seed", "data", "model", "training", "output"}
+    assert raw["training"]["query_sampling"]["num_queries"] == 2048
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("training:\n  lamda_inv_enc: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(typo)
+    assert "typo.yaml" in str(info.value) and "training.lambda_inv_enc" in str(info.value)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == Config()
+
+
+def test_config_error_is_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+
+
+def test_shipped_configs_fit_their_grids():
+    assert {os.path.basename(p) for p in CONFIG_FILES} >= {
+        "train_burgers1d.yaml", "train_burgers_upt_full.yaml", "train_burgers2d_64.yaml"}
+    c1 = load_config(os.path.join(REPO, "configs", "train_burgers1d.yaml"))
+    validate_for_grid(c1, (256,))
+    assert c1.training.use_inverse_losses and c1.training.inverse_loss_warmup_epochs > 0
+    assert not c1.training.query_sampling.enabled
+
+    full = load_config(os.path.join(REPO, "configs", "train_burgers_upt_full.yaml"))
+    validate_for_grid(full, (256,))
+    qs = full.training.query_sampling
+    assert qs.enabled and qs.strategy == "stratified" and qs.num_queries == 128
+    assert full.training.amp_policy == "mixed_float16" and full.training.use_inverse_losses
+
+    c2 = load_config(os.path.join(REPO, "configs", "train_burgers2d_64.yaml"))
+    validate_for_grid(c2, (64, 64))
+    assert c2.data.source == "hdf5" and c2.data.path
+    assert c2.model.frequencies == [1, 2, 4, 8]
+    assert (c2.model.num_latent_tokens, c2.model.latent_dim) == (128, 128)
+    assert (c2.model.approximator_width, c2.model.approximator_depth, c2.model.approximator_heads) == (256, 8, 8)
+    assert (c2.model.decoder_width, c2.model.decoder_depth, c2.model.decoder_heads, c2.model.decoder_mlp_dim) == (
+        256, 3, 4, 256)
+    assert c2.training.query_sampling.num_queries == 2048 and c2.training.batch_size == 10
+
+
+def test_light_modules_import_no_framework():
+    # Load the modules by file (bypassing the package __init__) and check nothing heavy came with them.
+    code = (
+        "import importlib.util, sys\n"
+        "for name in ('config', 'metrics', 'plots'):\n"
+        f"    spec = importlib.util.spec_from_file_location(name, {REPO!r} + '/upt_keras/' + name + '.py')\n"
+        "    mod = importlib.util.module_from_spec(spec); sys.modules[name] = mod; spec.loader.exec_module(mod)\n"
+        "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'keras', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
