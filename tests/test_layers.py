@@ -78,6 +78,15 @@ def test_decoder_bad_coords():
         dec(np.zeros((1, 4, 8), "float32"), np.zeros((5, 3), "float32"))
 
 
+def test_explicit_attention_matches_fused():
+    from upt_keras.layers.blocks import explicit_attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, n, 4, 8)).astype("float32") for n in (5, 7, 7))
+    fused = to_numpy(keras.ops.dot_product_attention(q, k, v))
+    np.testing.assert_allclose(to_numpy(explicit_attention(q, k, v)), fused, rtol=1e-5, atol=1e-5)
+
+
 def test_grid_coordinates_convention():
     c = grid_coordinates((4, 2))
     assert c.shape == (8, 2)

@@ -1,29 +1,24 @@
 """upt-keras: the Universal Physics Transformer for Keras 3 (torch, TensorFlow, JAX).
 
-Names are imported lazily, so that `upt_keras.config` and the command line
-start without loading a deep-learning backend.
+Importing the package registers every layer and the model with Keras, so that
+`keras.saving.load_model("model.keras")` works after `import upt_keras`.
 """
 
-import importlib
+from upt_keras.callbacks import InverseLossCurriculum, curriculum_weight
+from upt_keras.layers import AnyPointDecoder, Approximator, FourierFeatures, GridEncoder, grid_coordinates
+from upt_keras.model import UPT
+from upt_keras.sampling import QuerySampler
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "UPT": "upt_keras.model",
-    "InverseLossCurriculum": "upt_keras.callbacks",
-    "curriculum_weight": "upt_keras.callbacks",
-    "QuerySampler": "upt_keras.sampling",
-    "AnyPointDecoder": "upt_keras.layers",
-    "Approximator": "upt_keras.layers",
-    "FourierFeatures": "upt_keras.layers",
-    "GridEncoder": "upt_keras.layers",
-    "grid_coordinates": "upt_keras.layers",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'upt_keras' has no attribute {name!r}")
+__all__ = [
+    "AnyPointDecoder",
+    "Approximator",
+    "FourierFeatures",
+    "GridEncoder",
+    "InverseLossCurriculum",
+    "QuerySampler",
+    "UPT",
+    "curriculum_weight",
+    "grid_coordinates",
+]

@@ -1,13 +1,48 @@
 """Attention building blocks shared by the encoder, approximator and decoder.
 
 All blocks are pre-norm. Attention goes through `keras.ops.dot_product_attention`
-(fused SDPA on torch, XLA on TF/JAX; softmax in float32 under mixed precision).
+(fused SDPA on torch, cuDNN/XLA on JAX, XLA on TF) with its softmax in float32
+under mixed precision.
 """
 
 import keras
 from keras import ops
 
 PACKAGE = "upt_keras"
+
+
+_JAX_HAS_ACCELERATOR = None
+
+
+def _fused_attention_supported(dtype):
+    """Whether `ops.dot_product_attention` can run (forward and backward) in `dtype` here.
+
+    Fused attention runs everywhere in float32, on torch in any dtype, and on TF
+    (Keras computes its softmax in float32). JAX's CPU backend cannot
+    differentiate float16/bfloat16 attention (no mixed-precision dot_general
+    on CPU), so there the explicit form below is used.
+    """
+    global _JAX_HAS_ACCELERATOR
+    if dtype == "float32" or keras.backend.backend() != "jax":
+        return True
+    if _JAX_HAS_ACCELERATOR is None:
+        _JAX_HAS_ACCELERATOR = any(not d.startswith("cpu") for d in keras.distribution.list_devices())
+    return _JAX_HAS_ACCELERATOR
+
+
+def scaled_dot_product_attention(q, k, v):
+    """softmax(q k^T / sqrt(d)) v for (B, T, heads, d) tensors, softmax in float32."""
+    if _fused_attention_supported(keras.backend.standardize_dtype(q.dtype)):
+        return ops.dot_product_attention(q, k, v)
+    return explicit_attention(q, k, v)
+
+
+def explicit_attention(q, k, v):
+    """The same attention written out (materialises the (B, heads, T, S) weights)."""
+    dtype = keras.backend.standardize_dtype(q.dtype)
+    logits = ops.einsum("bqhd,bkhd->bhqk", q, k) * ops.cast(q.shape[-1] ** -0.5, dtype)
+    weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
+    return ops.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 def _dense(units, name, **kwargs):
@@ -70,7 +105,7 @@ class Attention(keras.layers.Layer):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
             q, k = ops.cast(q, v.dtype), ops.cast(k, v.dtype)
-        out = ops.dot_product_attention(q, k, v)  # (B, T, heads, head_dim)
+        out = scaled_dot_product_attention(q, k, v)  # (B, T, heads, head_dim)
         shape = ops.shape(out)
         return self.out_proj(ops.reshape(out, (shape[0], shape[1], self.dim)))
 
