@@ -5,6 +5,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from upt_keras.distribute import scale_loss_for_replicas
 from upt_keras.layers import AnyPointDecoder, Approximator, GridEncoder, grid_coordinates
 from upt_keras.losses import field_mse, latent_mse
 from upt_keras.sampling import QuerySampler
@@ -281,7 +282,7 @@ class UPT(keras.Model):
                 self.inv_dec_tracker.update_state(latent_mse(self.encode(y_pred), self.step(z)))
                 self.inv_enc_weight_tracker.update_state(self.inv_enc_weight)
                 self.inv_dec_weight_tracker.update_state(self.inv_dec_weight)
-            return forward
+            return scale_loss_for_replicas(forward)
 
         z, z_next = y_pred["z"], y_pred["z_next"]
         batch = ops.shape(fields)[0]
@@ -328,7 +329,7 @@ class UPT(keras.Model):
             self.inv_dec_weight_tracker.update_state(w_dec)
         self.train_step_counter.assign_add(1)
         self.forward_loss_tracker.update_state(forward)
-        return total
+        return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
 
     def inverse_losses(self, fields, next_fields=None):
         """Inverse-encoding and inverse-decoding MSE on the full grid (for evaluation).
