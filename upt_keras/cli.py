@@ -1,0 +1,306 @@
+"""The `upt-keras` command line.
+
+```
+upt-keras train --config configs/train_burgers1d.yaml [--set training.epochs=5 ...] [--run-dir runs/x]
+upt-keras evaluate --model runs/x/model.keras [--config C] [--set ...]
+upt-keras rollout --model runs/x/model.keras --steps 20 --mode latent|physical|both
+upt-keras generate-data --out data/b1d.h5 --dim 1 --num-samples 200 --resolution 256 --nu 0.01 [--ic grf|sinusoid]
+```
+
+The backend is Keras's: set `KERAS_BACKEND` (torch, tensorflow or jax) before running; the command prints which one
+it uses. An invalid configuration, data file or argument ends the command with exit status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from upt_keras.config import ConfigError
+
+PROG = "upt-keras"
+
+
+class UsageError(Exception):
+    """A bad command-line argument (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_config_args(p, config_required=False, config_help=None):
+    p.add_argument("--config", "-c", required=config_required,
+                   help=config_help or "YAML config (keys left out take their defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set training.epochs=5 (repeatable)")
+
+
+def _add_verbose(p):
+    p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=1,
+                   help="Keras progress output: 1 progress bars (default), 2 one line per epoch, 0 silent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Universal Physics Transformer (UPT) surrogates for PDEs, on Keras 3. "
+                     "The backend comes from KERAS_BACKEND (torch, tensorflow or jax).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model as configured, then evaluate it on the test split",
+                       description="Train, evaluate on the test split (physical units, with the identity baseline), "
+                       "and write config, checkpoints, history, metrics and figures into the run directory. "
+                       "Rerunning an interrupted command resumes it.")
+    _add_config_args(p)
+    p.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
+    p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N")
+    _add_verbose(p)
+
+    p = sub.add_parser("evaluate", help="test metrics and figures of a saved model",
+                       description="One-step and rollout test metrics of a saved model in physical units, beside "
+                       "the identity baseline; writes metrics.json and figures next to the model (or --out-dir).")
+    p.add_argument("--model", "-m", required=True, help="a saved model, e.g. runs/x/model.keras")
+    _add_config_args(p, config_help="config of the data (default: config.yaml next to the model)")
+    p.add_argument("--out-dir", help="where to write metrics and figures (default: the model's folder)")
+    p.add_argument("--starts", choices=("initial", "all"), default="initial",
+                   help="rollout start frames: the first frame of each test trajectory (default) or every frame")
+    _add_verbose(p)
+
+    p = sub.add_parser("rollout", help="autoregressive rollout of a saved model on the test trajectories",
+                       description="Roll a saved model out for --steps steps from the first frame of every test "
+                       "trajectory; writes rollout_<mode>.json and figures next to the model (or --out-dir).")
+    p.add_argument("--model", "-m", required=True, help="a saved model, e.g. runs/x/model.keras")
+    p.add_argument("--steps", type=_positive_int, default=20, help="rollout steps (default 20)")
+    p.add_argument("--mode", choices=("latent", "physical", "both"), default="latent",
+                   help="latent: encode once and step in latent space (default); physical: decode and re-encode "
+                   "every step; both")
+    _add_config_args(p, config_help="config of the data (default: config.yaml next to the model)")
+    p.add_argument("--out-dir", help="where to write metrics and figures (default: the model's folder)")
+    p.add_argument("--starts", choices=("initial", "all"), default="initial",
+                   help="rollout start frames (default: the first frame of each test trajectory)")
+
+    p = sub.add_parser("generate-data", help="solve Burgers' equation and write an HDF5 trajectory file",
+                       description="Generate viscous Burgers trajectories (pseudo-spectral ETDRK4, periodic [0,1)^d) "
+                       "and write them in a PDEBench layout readable by data.source=hdf5.")
+    p.add_argument("--out", "-o", required=True, help="output HDF5 file")
+    p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1 or 2 space dimensions (default 1)")
+    p.add_argument("--num-samples", type=_positive_int, default=100, help="trajectories (default 100)")
+    p.add_argument("--resolution", type=_positive_int, default=256, help="stored points per direction (default 256)")
+    p.add_argument("--solver-resolution", type=_positive_int, default=None,
+                   help="solver grid, a multiple of --resolution (default: --resolution)")
+    p.add_argument("--nu", type=_positive_float, default=0.01, help="viscosity (default 0.01)")
+    p.add_argument("--ic", choices=("grf", "sinusoid"), default="grf", help="initial conditions (default grf)")
+    p.add_argument("--equation", choices=("scalar", "vector"), default="scalar",
+                   help="2D only: scalar Burgers or the two-component velocity form (default scalar)")
+    p.add_argument("--t-end", type=_positive_float, default=0.4, help="final time (default 0.4)")
+    p.add_argument("--dt-save", type=_positive_float, default=0.01, help="time between frames (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _backend_line():
+    import keras
+
+    backend = keras.backend.backend()
+    print(f"{PROG}: Keras {keras.__version__}, backend {backend} (set KERAS_BACKEND to change it)", flush=True)
+    return backend
+
+
+def _load_cfg(config, overrides):
+    from upt_keras.config import load_config
+
+    return load_config(config, overrides)
+
+
+def _cmd_train(args):
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"training.epochs={args.epochs}")
+    cfg = _load_cfg(args.config, overrides)  # checked before any backend is imported
+    _backend_line()
+    from upt_keras import evaluation, training
+
+    run_dir = args.run_dir or cfg.output.run_dir
+    resume = training.backup_epoch(run_dir)
+    if resume is not None:
+        print(f"{PROG}: resuming the interrupted run in {run_dir} at epoch {resume + 1}", flush=True)
+    print(f"{PROG}: run directory {os.path.abspath(run_dir)}", flush=True)
+    _, _, metrics = training.train(cfg, run_dir=run_dir, verbose=args.verbose)
+    print(evaluation.format_summary(metrics))
+    print(f"{PROG}: wrote {os.path.join(run_dir, evaluation.METRICS_FILE)}")
+    return 0
+
+
+def _model_config(args):
+    if not os.path.exists(args.model):
+        raise UsageError(f"{PROG}: model file not found: {args.model}")
+    config = args.config
+    if config is None:
+        config = os.path.join(os.path.dirname(os.path.abspath(args.model)), "config.yaml")
+        if not os.path.exists(config):
+            raise ConfigError(f"no config.yaml next to {args.model}; pass --config")
+    return _load_cfg(config, args.overrides)
+
+
+def _load_model(path):
+    import keras
+
+    import upt_keras.model  # noqa: F401  (registers the classes)
+
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{PROG}: cannot load the model {path}: {first}") from None
+
+
+def _check_model_matches(model, data):
+    if tuple(model.grid_shape) != tuple(data.grid_shape) or model.num_fields != data.num_channels:
+        raise ConfigError(
+            f"the model was built for grid {tuple(model.grid_shape)} with {model.num_fields} field(s), the data has "
+            f"grid {tuple(data.grid_shape)} with {data.num_channels}"
+        )
+
+
+def _cmd_evaluate(args):
+    cfg = _model_config(args)
+    _backend_line()
+    from upt_keras import evaluation, training
+
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.model))
+    data = training.prepare_data(cfg, splits=("test", "rollout"))
+    model = _load_model(args.model)
+    _check_model_matches(model, data)
+    extra = {"model_file": os.path.abspath(args.model)}
+    previous = os.path.join(out_dir, evaluation.METRICS_FILE)
+    if os.path.exists(previous):  # keep what training recorded about itself
+        import json
+
+        try:
+            with open(previous, encoding="utf-8") as fh:
+                old = json.load(fh)
+            if isinstance(old, dict) and "training" in old:
+                extra["training"] = old["training"]
+        except (OSError, ValueError):
+            pass
+    history = os.path.join(out_dir, training.HISTORY_FILE)
+    metrics = evaluation.evaluate(model, data, run_dir=out_dir, plots=cfg.output.plots,
+                                  history=history if os.path.exists(history) else None, starts=args.starts,
+                                  extra=extra, verbose=args.verbose)
+    print(evaluation.format_summary(metrics))
+    print(f"{PROG}: wrote {metrics['files']['metrics']}")
+    return 0
+
+
+def _cmd_rollout(args):
+    cfg = _model_config(args)
+    from upt_keras.config import config_from_dict, config_to_dict
+
+    d = config_to_dict(cfg)
+    d["data"]["rollout_steps"] = args.steps
+    cfg = config_from_dict(d)
+    _backend_line()
+    from upt_keras import evaluation, training
+
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.model))
+    data = training.prepare_data(cfg, splits=("rollout",))
+    model = _load_model(args.model)
+    _check_model_matches(model, data)
+    modes = ("latent", "physical") if args.mode == "both" else (args.mode,)
+    result, preds = evaluation.rollout_metrics(model, data.rollout, modes=modes, starts=args.starts,
+                                               return_predictions=True)
+    result["backend"] = _backend_name()
+    result["model_file"] = os.path.abspath(args.model)
+    prefix = f"{args.mode}_" if args.mode != "both" else "both_"
+    files = evaluation.write_plots(out_dir, result, preds, data, prefix=prefix) if cfg.output.plots else {}
+    path = os.path.join(out_dir, f"rollout_{args.mode}.json")
+    files["metrics"] = path
+    result["files"] = files
+    evaluation.write_metrics(path, result)
+    print(evaluation.format_summary({"rollout": result}))
+    print(f"{PROG}: wrote {path}")
+    return 0
+
+
+def _backend_name():
+    import keras
+
+    return keras.backend.backend()
+
+
+def _cmd_generate(args):
+    from upt_keras.data import DataError, generate_burgers_dataset, open_trajectories
+
+    if args.equation == "vector" and args.dim != 2:
+        raise UsageError(f"{PROG} generate-data: --equation vector needs --dim 2")
+    if args.solver_resolution is not None and args.solver_resolution % args.resolution:
+        raise UsageError(f"{PROG} generate-data: --solver-resolution {args.solver_resolution} is not a multiple "
+                         f"of --resolution {args.resolution}")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    os.makedirs(parent, exist_ok=True)
+    try:
+        generate_burgers_dataset(
+            args.out, dim=args.dim, num_samples=args.num_samples, resolution=args.resolution,
+            solver_resolution=args.solver_resolution, nu=args.nu, t_end=args.t_end, dt_save=args.dt_save,
+            ic=args.ic, seed=args.seed, equation=args.equation, progress=not args.quiet,
+        )
+    except DataError:
+        raise
+    except ValueError as err:  # invalid combination of solver settings
+        raise UsageError(f"{PROG} generate-data: {err}") from None
+    with open_trajectories(args.out) as store:
+        print(f"{PROG}: wrote {args.out}: {store.num_samples} trajectories, {store.num_frames} frames, "
+              f"grid {store.grid_shape}, {store.num_channels} channel(s), dt {store.dt}")
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rollout,
+             "generate-data": _cmd_generate}
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments)."""
+    from upt_keras.data.hdf5 import DataError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return _COMMANDS[args.command](args)
+    except UsageError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    except (ConfigError, DataError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,723 @@
+"""The training pipeline: config -> data -> compiled UPT -> callbacks -> fit -> physical-space evaluation.
+
+Each step is a public function, so that scripts, the `upt-keras` command line and hyper-parameter searches can reuse
+the parts they need:
+
+```python
+from upt_keras.config import load_config
+from upt_keras import training
+
+cfg = load_config("configs/train_burgers1d.yaml", overrides=["training.epochs=5"])
+model, history, metrics = training.train(cfg, run_dir="runs/quick")   # everything below, in one call
+
+data = training.prepare_data(cfg)                      # splits, normalisation (train split only), datasets
+model = training.build_model(cfg, data)                # compiled UPT (AdamW, lr schedule, precision policy)
+callbacks = training.make_callbacks(cfg, "runs/quick", has_validation=data.val is not None)
+model.fit(data.train, validation_data=data.val, epochs=cfg.training.epochs, callbacks=callbacks)
+```
+
+A run directory holds:
+
+| file                 | written by                 | content                                                     |
+|----------------------|----------------------------|-------------------------------------------------------------|
+| `config.yaml`        | `train`                    | the resolved configuration (every key, defaults included)   |
+| `normalization.json` | `train`                    | per-channel mean/std of the training split, dt, grid shape  |
+| `model.keras`        | `ModelCheckpoint`          | the best model so far on `val_forward_loss`                 |
+| `backup/`            | `BackupAndRestore`         | the state at the last finished epoch (removed when done)    |
+| `history.csv`        | `CSVLogger`                | one row per epoch (appended to when a run resumes)          |
+| `logs/`              | `TensorBoard` (optional)   | TensorBoard event files                                     |
+| `metrics.json`, PNGs | `upt_keras.evaluation`     | test metrics in physical units and figures                  |
+
+Resuming: when `run_dir/backup` exists, `train` continues the interrupted run from the start of the first unfinished
+epoch (weights, optimizer state, epoch counter; at most the epoch in progress is lost). The configuration must be the
+one the interrupted run used; otherwise a `ConfigError` says so.
+
+Early stopping and the best checkpoint watch `val_forward_loss` (the unweighted one-step loss), never the total loss,
+whose inverse-loss terms ramp up during training.
+
+Test hook (for the test suite only, not a user option): when the environment variable `UPT_KERAS_TEST_KILL_AT` is
+`"E:B"`, the process kills itself with SIGKILL at the start of batch `B` of epoch `E` (both 0-based), which simulates
+an interrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from upt_keras.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+    validate_config,
+    validate_for_grid,
+)
+
+__all__ = [
+    "PreparedData",
+    "TimeBudget",
+    "prepare_data",
+    "precision_policy",
+    "make_lr_schedule",
+    "make_optimizer",
+    "seed_everything",
+    "build_model",
+    "make_callbacks",
+    "backup_epoch",
+    "train",
+    "TEST_KILL_ENV",
+]
+
+#: Test-only environment variable: `"E:B"` kills the training process at batch B of epoch E (see the module doc).
+TEST_KILL_ENV = "UPT_KERAS_TEST_KILL_AT"
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "config.yaml"
+NORMALIZATION_FILE = "normalization.json"
+BACKUP_DIR = "backup"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    """Everything the model and the evaluation need from the data.
+
+    Attributes:
+        train, val, test: `PairDataset`s of one-step pairs (u_t, u_{t+time_stride}); `val` is None when
+            `data.val_fraction` leaves no validation trajectory; `train`/`val` are None when not requested.
+        rollout: `PairDataset` over the test trajectories whose targets are the next `data.rollout_steps` frames
+            (shape (B, K, *grid, C)); None when the trajectories are too short for it.
+        grid_shape: spatial shape after `data.reduced_resolution`.
+        num_channels: number of fields.
+        dt: time between a model input and its target (frame spacing x `data.time_stride`; `time_stride` when the
+            file carries no time coordinate).
+        stats: `{"mean": [...], "std": [...]}` per channel, computed on the training split only.
+        split: sample indices `{"train", "val", "test"}` of the file (after `max_train_samples`).
+        path: the HDF5 file the trajectories came from.
+        coords: list of 1D coordinate arrays (one per spatial axis), or None.
+        times: frame times after `reduced_resolution_t`, or None.
+        time_stride: `data.time_stride`.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    rollout: Any
+    grid_shape: tuple
+    num_channels: int
+    dt: float
+    stats: dict | None
+    split: dict
+    path: str
+    coords: list | None = None
+    times: np.ndarray | None = None
+    time_stride: int = 1
+    info: dict = field(default_factory=dict)
+
+    @property
+    def field_mean(self):
+        return None if self.stats is None else list(self.stats["mean"])
+
+    @property
+    def field_std(self):
+        return None if self.stats is None else list(self.stats["std"])
+
+
+def _open_store(cfg: Config, progress: bool):
+    from upt_keras.data import load_default_burgers, open_trajectories
+
+    d = cfg.data
+    if d.source == "default":
+        return load_default_burgers(progress=progress, reduced_resolution=d.reduced_resolution,
+                                    reduced_resolution_t=d.reduced_resolution_t)
+    return open_trajectories(d.path, d.reduced_resolution, d.reduced_resolution_t)
+
+
+def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progress: bool = True) -> PreparedData:
+    """Open the trajectories named by `cfg.data`, split them and build the datasets.
+
+    `data.source == "default"` uses the built-in 1D Burgers set (generated and cached on first use); `"hdf5"` opens
+    `data.path`. The first `test_fraction` of the samples is the test split, the next `val_fraction` the validation
+    split, the rest (at most `max_train_samples`) the training split. Normalisation statistics come from the training
+    split only.
+
+    Args:
+        cfg: a Config.
+        splits: which datasets to build; evaluation needs only `("test", "rollout")` (the statistics are then still
+            computed when "train" is requested, else left None).
+        progress: show a progress bar if the default set has to be generated.
+
+    Raises:
+        ConfigError: the grid does not suit the model config (`validate_for_grid`), a split is empty, or the
+            trajectories are too short for `time_stride` / `rollout_steps`.
+        DataError: the file is missing or unreadable.
+    """
+    from upt_keras.data import PairDataset, compute_normalization, split_indices
+
+    validate_config(cfg)
+    d, t = cfg.data, cfg.training
+    splits = tuple(splits)
+    unknown = set(splits) - {"train", "val", "test", "rollout"}
+    if unknown:
+        raise ValueError(f"unknown splits {sorted(unknown)}; choose from train, val, test, rollout")
+    store = _open_store(cfg, progress)
+    with store:
+        grid_shape = tuple(int(n) for n in store.grid_shape)
+        validate_for_grid(cfg, grid_shape)
+        frames = int(store.num_frames)
+        if frames < d.time_stride + 1:
+            raise ConfigError(
+                f"data.time_stride={d.time_stride} needs trajectories of at least {d.time_stride + 1} frames, "
+                f"{store.path} has {frames} (after reduced_resolution_t={d.reduced_resolution_t})"
+            )
+        split = split_indices(store.num_samples, d.test_fraction, d.val_fraction)
+        if d.max_train_samples is not None:
+            split["train"] = split["train"][: d.max_train_samples]
+        for name in ("train", "test"):
+            if split[name].size == 0:
+                raise ConfigError(
+                    f"the {name} split of {store.path} is empty ({store.num_samples} samples, "
+                    f"data.test_fraction={d.test_fraction}, data.val_fraction={d.val_fraction}); "
+                    "use more samples or change the fractions"
+                )
+        stats = compute_normalization(store, split["train"]) if "train" in splits else None
+        common = dict(batch_size=t.batch_size, time_stride=d.time_stride)
+        train = PairDataset(store, split["train"], shuffle=True, seed=cfg.seed, **common) if "train" in splits else None
+        val = None
+        if "val" in splits and split["val"].size:
+            val = PairDataset(store, split["val"], shuffle=False, **common)
+        test = PairDataset(store, split["test"], shuffle=False, **common) if "test" in splits else None
+        rollout = None
+        if "rollout" in splits:
+            needed = d.rollout_steps * d.time_stride + 1
+            if frames < needed:
+                raise ConfigError(
+                    f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
+                    f"of at least {needed} frames, {store.path} has {frames}"
+                )
+            rollout = PairDataset(store, split["test"], shuffle=False, rollout_steps=d.rollout_steps, **common)
+        dt = float(store.dt) * d.time_stride if store.dt else float(d.time_stride)
+        coords = [np.asarray(c) for c in store.coords] if getattr(store, "coords", None) is not None else None
+        times = None if store.times is None else np.asarray(store.times)
+        info = {"path": store.path, "num_samples": int(store.num_samples), "num_frames": frames,
+                "nu": None if store.nu is None else float(store.nu)}
+        return PreparedData(
+            train=train, val=val, test=test, rollout=rollout, grid_shape=grid_shape,
+            num_channels=int(store.num_channels), dt=dt, stats=stats,
+            split={k: v.tolist() for k, v in split.items()}, path=store.path, coords=coords, times=times,
+            time_stride=d.time_stride, info=info,
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def precision_policy(name: str | None):
+    """Sets Keras's global dtype policy to `name` (None: "float32") inside the block, then restores the previous one.
+
+    Layers take their policy when they are created, so a model built inside the block keeps it afterwards.
+
+    Example:
+    >>> with precision_policy("mixed_float16"):
+    ...     model = build_model(cfg, data)   # doctest: +SKIP
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def make_lr_schedule(cfg: Config, total_steps: int):
+    """The learning rate of `cfg` over `total_steps` optimizer steps: a Keras schedule, or a float when constant.
+
+    `cosine`: linear warmup from 0 over `training.warmup_steps` (if any), then cosine decay to 0 at `total_steps`.
+    `constant`: the same warmup, then `training.learning_rate`.
+    """
+    import keras
+
+    t = cfg.training
+    lr, warmup = t.learning_rate, t.warmup_steps
+    total_steps = max(int(total_steps), 1)
+    schedules = keras.optimizers.schedules
+    if t.lr_schedule == "cosine":
+        if warmup:
+            return schedules.CosineDecay(0.0, max(total_steps - warmup, 1), alpha=0.0, warmup_target=lr,
+                                         warmup_steps=warmup)
+        return schedules.CosineDecay(lr, total_steps, alpha=0.0)
+    if warmup:
+        # alpha=1: after the warmup the "decay" keeps the target rate.
+        return schedules.CosineDecay(0.0, 1, alpha=1.0, warmup_target=lr, warmup_steps=warmup)
+    return lr
+
+
+def make_optimizer(cfg: Config, total_steps: int):
+    """AdamW with `training.weight_decay` and the learning rate of `make_lr_schedule(cfg, total_steps)`."""
+    import keras
+
+    return keras.optimizers.AdamW(learning_rate=make_lr_schedule(cfg, total_steps),
+                                  weight_decay=cfg.training.weight_decay)
+
+
+def _model_kwargs(cfg: Config) -> dict:
+    m = cfg.model
+    return dict(
+        patch_size=m.patch_size, encoder_dim=m.encoder_dim, encoder_depth=m.encoder_depth,
+        encoder_heads=m.encoder_heads, num_latent_tokens=m.num_latent_tokens, latent_dim=m.latent_dim,
+        pooling=m.pooling, approximator_width=m.approximator_width, approximator_depth=m.approximator_depth,
+        approximator_heads=m.approximator_heads, mlp_ratio=m.mlp_ratio, decoder_width=m.decoder_width,
+        decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, decoder_mlp_dim=m.decoder_mlp_dim,
+        frequencies=list(m.frequencies), decode_chunk_size=m.decode_chunk_size,
+    )
+
+
+def _check_supported(cfg: Config) -> None:
+    import keras
+
+    t = cfg.training
+    if t.rollout_loss_steps != 1:
+        raise ConfigError(
+            f"training.rollout_loss_steps={t.rollout_loss_steps} is not supported: the model trains on one-step "
+            "pairs only; set training.rollout_loss_steps=1"
+        )
+    if t.distribution == "data_parallel" and keras.backend.backend() != "jax":
+        raise ConfigError(
+            "training.distribution=data_parallel needs the JAX backend (KERAS_BACKEND=jax), "
+            f"the current backend is {keras.backend.backend()}; set training.distribution=null"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend, as `keras.utils.set_random_seed` does.
+
+    `keras.utils.set_random_seed` also imports TensorFlow whenever it is installed (to seed `tf.data`), which costs
+    seconds and hundreds of MB in a torch or JAX process; it is only called when TensorFlow is the backend or is
+    already loaded. Weight initialisers draw their seeds from Python's `random`, so the result is the same.
+    """
+    import random
+    import sys
+
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(int(seed))
+        return
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(int(seed))
+
+
+def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None):
+    """A compiled `UPT` for `data` (grid, channels, dt, normalisation) with the sizes and losses of `cfg`.
+
+    The mixed-precision policy of `training.amp` is active while the model is built and compiled, and the previous
+    global policy is restored afterwards (see `precision_policy`). The learning-rate schedule spans
+    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`).
+
+    Raises:
+        ConfigError: for settings this version cannot honour (`training.rollout_loss_steps != 1`,
+            `training.distribution` on a backend other than JAX).
+    """
+    import keras
+
+    from upt_keras.model import UPT
+
+    _check_supported(cfg)
+    t = cfg.training
+    if steps_per_epoch is None:
+        steps_per_epoch = len(data.train) if data.train is not None else 1
+    qs = t.query_sampling
+    with precision_policy(t.amp_policy):
+        seed_everything(cfg.seed)
+        model = UPT.from_sizes(
+            data.grid_shape, data.num_channels, **_model_kwargs(cfg),
+            dt=data.dt, field_mean=data.field_mean, field_std=data.field_std,
+            use_inverse_losses=t.use_inverse_losses, lambda_inv_enc=t.lambda_inv_enc,
+            lambda_inv_dec=t.lambda_inv_dec, inverse_loss_frequency=t.inverse_loss_frequency,
+            num_queries=qs.num_queries if qs.enabled else None, query_strategy=qs.strategy, seed=cfg.seed,
+        )
+        model.compile(optimizer=make_optimizer(cfg, t.epochs * steps_per_epoch), jit_compile=t.jit_compile)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Callbacks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+def _make_time_budget_class():
+    Callback = _callback_base()
+
+    class TimeBudget(Callback):
+        """Stops training once `seconds` of training time (from the start of `fit`) have passed.
+
+        The check runs after every batch: the epoch in progress ends early, is validated and logged as usual (so the
+        best checkpoint and the history stay consistent), and no further epoch starts.
+
+        Attributes:
+            stopped_epoch: the epoch during which the budget ran out, or None.
+            elapsed: training seconds at the end of `fit`.
+        """
+
+        def __init__(self, seconds):
+            super().__init__()
+            if seconds is not None and not seconds > 0:
+                raise ValueError(f"seconds must be > 0, got {seconds}")
+            self.seconds = seconds
+            self.stopped_epoch = None
+            self.elapsed = 0.0
+            self._start = None
+            self._epoch = 0
+
+        def on_train_begin(self, logs=None):
+            self._start = time.monotonic()
+            self.stopped_epoch = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+
+        def _check(self):
+            if self.seconds is not None and time.monotonic() - self._start >= self.seconds:
+                if self.stopped_epoch is None:
+                    self.stopped_epoch = self._epoch
+                self.model.stop_training = True
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check()
+
+        def on_train_end(self, logs=None):
+            self.elapsed = time.monotonic() - self._start if self._start is not None else 0.0
+
+    return TimeBudget
+
+
+def _make_kill_class():
+    Callback = _callback_base()
+
+    class _KillAt(Callback):
+        """Test hook: SIGKILL this process at batch `batch` of epoch `epoch` (simulates an interruption)."""
+
+        def __init__(self, epoch, batch):
+            super().__init__()
+            self.epoch, self.batch, self._current = int(epoch), int(batch), -1
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._current = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._current == self.epoch and batch == self.batch:
+                import sys
+
+                sys.stdout.flush()
+                sys.stderr.flush()
+                if hasattr(signal, "SIGKILL"):
+                    os.kill(os.getpid(), signal.SIGKILL)
+                os._exit(137)  # pragma: no cover (platforms without SIGKILL)
+
+    return _KillAt
+
+
+_CLASSES: dict = {}
+
+
+def __getattr__(name):
+    # TimeBudget subclasses keras.callbacks.Callback; create it on first use so that importing this module does not
+    # import Keras (and a backend).
+    if name == "TimeBudget":
+        if name not in _CLASSES:
+            _CLASSES[name] = _make_time_budget_class()
+            _CLASSES[name].__module__ = __name__
+        return _CLASSES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def backup_epoch(run_dir) -> int | None:
+    """The epoch an interrupted run in `run_dir` would resume at (from its `BackupAndRestore` state), or None."""
+    path = os.path.join(os.fspath(run_dir), BACKUP_DIR, "training_metadata.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return int(json.load(fh)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _monitor(has_validation: bool) -> str:
+    return "val_forward_loss" if has_validation else "forward_loss"
+
+
+def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bool | None = None,
+                   best_so_far: float | None = None, time_budget: bool = True) -> list:
+    """The training callbacks for `cfg`, writing into `run_dir`.
+
+    In order: `BackupAndRestore` (`run_dir/backup`), `InverseLossCurriculum` (when `training.use_inverse_losses`),
+    `TimeBudget` (when `training.time_budget_seconds` is set and `time_budget`), `ModelCheckpoint`
+    (`run_dir/model.keras`, best on `val_forward_loss`), `EarlyStopping` on `val_forward_loss` (when
+    `training.early_stopping_patience` is set), `CSVLogger` (`run_dir/history.csv`), `TensorBoard` (`run_dir/logs`, when
+    `output.tensorboard`). Without a validation split, `forward_loss` (training) is watched instead.
+
+    Args:
+        resume: append to the history (default: when a backup exists in `run_dir`).
+        best_so_far: best watched value of an interrupted run, so that its checkpoint is only replaced by a better one.
+        time_budget: include the time-budget callback (a search may want its own).
+    """
+    import keras
+
+    from upt_keras.callbacks import InverseLossCurriculum
+
+    run_dir = os.fspath(run_dir)
+    t = cfg.training
+    if resume is None:
+        resume = backup_epoch(run_dir) is not None
+    monitor = _monitor(has_validation)
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP_DIR))]
+    if t.use_inverse_losses:
+        callbacks.append(InverseLossCurriculum(
+            lambda_inv_enc=t.lambda_inv_enc, lambda_inv_dec=t.lambda_inv_dec,
+            warmup_epochs=t.inverse_loss_warmup_epochs, ramp_epochs=t.ramp_epochs,
+            max_weight=t.inverse_loss_max_weight,
+        ))
+    if time_budget and t.time_budget_seconds is not None:
+        callbacks.append(__getattr__("TimeBudget")(t.time_budget_seconds))
+    callbacks.append(keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, MODEL_FILE), monitor=monitor, mode="min", save_best_only=True,
+        initial_value_threshold=best_so_far,
+    ))
+    if t.early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
+                                                       patience=t.early_stopping_patience))
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=bool(resume)))
+    if cfg.output.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs")))
+    kill_at = os.environ.get(TEST_KILL_ENV)
+    if kill_at:
+        epoch, _, batch = kill_at.partition(":")
+        callbacks.append(_make_kill_class()(int(epoch), int(batch or 0)))
+    return callbacks
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Run directory helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _read_history_rows(path) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _trim_history(path, keep_epochs: int) -> list[dict]:
+    """Drop history rows of epochs >= keep_epochs (written by an interrupted run after its last backup)."""
+    rows = _read_history_rows(path)
+    kept = [r for r in rows if r.get("epoch", "").strip() and int(float(r["epoch"])) < keep_epochs]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(kept)
+    return kept
+
+
+def _best(rows: list[dict], column: str) -> float | None:
+    values = []
+    for r in rows:
+        try:
+            v = float(r.get(column, "nan"))
+        except ValueError:
+            continue
+        if math.isfinite(v):
+            values.append(v)
+    return min(values) if values else None
+
+
+def _comparable(cfg_dict: dict) -> dict:
+    d = json.loads(json.dumps(cfg_dict))
+    d.get("output", {}).pop("run_dir", None)
+    # Settings that only change how long or how visibly a run goes may differ between the two invocations.
+    d.get("output", {}).pop("plots", None)
+    d.get("output", {}).pop("tensorboard", None)
+    d.get("training", {}).pop("time_budget_seconds", None)
+    return d
+
+
+def _check_resume_config(cfg: Config, run_dir: str) -> None:
+    from upt_keras.config import load_config
+
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        previous = load_config(path)
+    except ConfigError:
+        return
+    if _comparable(config_to_dict(previous)) != _comparable(config_to_dict(cfg)):
+        old, new = _flatten(_comparable(config_to_dict(previous))), _flatten(_comparable(config_to_dict(cfg)))
+        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+        raise ConfigError(
+            f"{run_dir} holds an interrupted run with a different configuration ({shown}); rerun with the same "
+            f"settings to resume it, or choose another run directory (or delete {os.path.join(run_dir, BACKUP_DIR)})"
+        )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _write_json(path, payload) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _resolved_config(cfg: Config, run_dir: str) -> Config:
+    d = config_to_dict(cfg)
+    d["output"]["run_dir"] = run_dir
+    return config_from_dict(d)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Train
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
+    """Train a UPT as configured, evaluate it on the test split and write the run directory.
+
+    Steps: resolve `run_dir` (default `cfg.output.run_dir`), save `config.yaml`; `prepare_data`; save
+    `normalization.json`; `build_model`; fit with `make_callbacks` (resuming an interrupted run found in `run_dir`);
+    reload the best checkpoint; evaluate in physical units (`upt_keras.evaluation.evaluate`) and write `metrics.json`
+    and the figures.
+
+    Args:
+        cfg: a Config.
+        run_dir: output folder (created).
+        verbose: passed to `fit` (Keras progress bars: "auto"/1; one line per epoch: 2; silent: 0).
+        progress: progress bar if the default data set has to be generated.
+
+    Returns:
+        `(model, history, metrics)`: the model with the best checkpoint's weights, the Keras History of this
+        invocation, and the metrics dict that was written to `metrics.json`.
+    """
+    import keras
+
+    from upt_keras import evaluation
+
+    validate_config(cfg)
+    run_dir = os.fspath(run_dir if run_dir is not None else cfg.output.run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    cfg = _resolved_config(cfg, run_dir)
+    t = cfg.training
+    _check_supported(cfg)
+
+    resume_epoch = backup_epoch(run_dir)
+    if resume_epoch is not None:
+        _check_resume_config(cfg, run_dir)
+    save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
+
+    data = prepare_data(cfg, progress=progress)
+    _write_json(os.path.join(run_dir, NORMALIZATION_FILE), {
+        "mean": data.field_mean, "std": data.field_std, "dt": data.dt, "grid_shape": list(data.grid_shape),
+        "num_channels": data.num_channels, "train_samples": len(data.split["train"]), "data_path": data.path,
+    })
+
+    history_path = os.path.join(run_dir, HISTORY_FILE)
+    best_so_far = None
+    if resume_epoch is not None:
+        rows = _trim_history(history_path, resume_epoch)
+        best_so_far = _best(rows, _monitor(data.val is not None))
+        if not os.path.exists(os.path.join(run_dir, MODEL_FILE)):
+            best_so_far = None
+
+    dist_scope = contextlib.nullcontext()
+    if t.distribution == "data_parallel":
+        dist_scope = keras.distribution.DataParallel().scope()
+    with dist_scope:
+        model = build_model(cfg, data)
+        callbacks = make_callbacks(cfg, run_dir, has_validation=data.val is not None,
+                                   resume=resume_epoch is not None, best_so_far=best_so_far)
+        start = time.monotonic()
+        history = model.fit(data.train, validation_data=data.val, epochs=t.epochs, callbacks=callbacks,
+                            verbose=verbose)
+        train_seconds = time.monotonic() - start
+
+    checkpoint = os.path.join(run_dir, MODEL_FILE)
+    if os.path.exists(checkpoint):
+        model.load_weights(checkpoint)
+
+    budget = next((c for c in callbacks if type(c).__name__ == "TimeBudget"), None)
+    rows = _read_history_rows(history_path)
+    monitor = _monitor(data.val is not None)
+    best_epoch = None
+    best_value = _best(rows, monitor)
+    if best_value is not None:
+        best_epoch = next(int(float(r["epoch"])) for r in rows if _safe_float(r.get(monitor)) == best_value)
+    training_info = {
+        "backend": keras.backend.backend(),
+        "train_seconds": round(train_seconds, 2),
+        "epochs_requested": t.epochs,
+        "epochs_completed": len(rows),
+        "resumed_from_epoch": resume_epoch,
+        "stopped_by_time_budget": budget is not None and budget.stopped_epoch is not None,
+        "time_budget_seconds": t.time_budget_seconds,
+        "best_epoch": best_epoch,
+        f"best_{monitor}": best_value,
+        "num_params": int(model.count_params()),
+        "steps_per_epoch": len(data.train),
+        "train_pairs": int(data.train.num_pairs),
+    }
+    metrics = evaluation.evaluate(model, data, run_dir=run_dir, plots=cfg.output.plots, history=history_path,
+                                  extra={"training": training_info})
+    return model, history, metrics
+
+
+def _safe_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
