@@ -17,7 +17,7 @@ from upt_keras.config import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO, "configs", "train_*.yaml")))  # tune_*.yaml: search spaces
 
 
 def _error(data=None, overrides=()):
