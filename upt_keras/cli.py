@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt-save", type=_positive_float, default=0.01, help="time between frames (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    from upt_keras.tuning import add_tune_parser  # the KerasTuner search lives with its hypermodel
+
+    add_tune_parser(sub)
     return parser
 
 
@@ -282,6 +286,15 @@ def _cmd_generate(args):
 
 _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rollout,
              "generate-data": _cmd_generate}
+
+
+def _cmd_tune(args):
+    from upt_keras.tuning import run_tune
+
+    return run_tune(args)
+
+
+_COMMANDS["tune"] = _cmd_tune
 
 
 def main(argv=None) -> int:
