@@ -1,12 +1,12 @@
 """Search the inverse-loss weights, the number of queries and the inverse-loss frequency of a UPT with KerasTuner.
 
-    KERAS_BACKEND=torch python examples/tune.py --max-trials 6 --epochs 6
-    KERAS_BACKEND=jax python examples/tune.py --tuner bayesian --max-trials 12 --directory tuning
+    KERAS_BACKEND=torch python examples/tune.py                # 3 trials of 3 epochs: several minutes on a CPU
+    KERAS_BACKEND=jax python examples/tune.py --full --tuner bayesian --max-trials 12 --epochs 10
 
-Starts from configs/train_burgers1d.yaml and the space in configs/tune_burgers1d.yaml, minimises the unweighted
-validation forward loss, prints the trials as a table and writes summary.md, summary.csv and best_config.yaml into
-DIRECTORY/PROJECT. Rerunning the command resumes the search; then train the winner with
-`upt-keras train --config DIRECTORY/PROJECT/best_config.yaml`.
+Starts from configs/train_burgers1d.yaml (on 10 training and 6 validation trajectories unless --full) and the
+space in configs/tune_burgers1d.yaml, minimises the unweighted validation forward loss, prints the trials as a table
+and writes summary.md, summary.csv and best_config.yaml into DIRECTORY/PROJECT. Rerunning the command resumes the
+search; then train the winner with `upt-keras train --config DIRECTORY/PROJECT/best_config.yaml`.
 """
 
 import argparse
@@ -22,8 +22,9 @@ def main(argv=None):
     parser.add_argument("--config", default=os.path.join(CONFIGS, "train_burgers1d.yaml"))
     parser.add_argument("--tuning-config", default=os.path.join(CONFIGS, "tune_burgers1d.yaml"))
     parser.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
-    parser.add_argument("--max-trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per trial")
+    parser.add_argument("--max-trials", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")
+    parser.add_argument("--full", action="store_true", help="use the whole training and validation splits")
     parser.add_argument("--directory", default="tuning")
     parser.add_argument("--project-name", default="burgers1d")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -34,10 +35,12 @@ def main(argv=None):
     from upt_keras.config import ConfigError, load_config
 
     try:
-        # A short run: start the inverse terms after one epoch and ramp them in over one more.
-        cfg = load_config(args.config, [f"training.epochs={args.epochs}", "training.inverse_loss_warmup_epochs=1",
-                                        "training.inverse_loss_ramp_epochs=1", "output.plots=false",
-                                        *args.overrides])
+        # Short trials: the inverse terms start after one epoch and ramp in over one more.
+        overrides = [f"training.epochs={args.epochs}", "training.inverse_loss_warmup_epochs=1",
+                     "training.inverse_loss_ramp_epochs=1", "output.plots=false"]
+        if not args.full:
+            overrides += ["data.max_train_samples=10", "data.val_fraction=0.01"]
+        cfg = load_config(args.config, overrides + args.overrides)
         space = tuning.load_tuning_config(args.tuning_config)
         result = tuning.tune(cfg, space, tuner=args.tuner, max_trials=args.max_trials, directory=args.directory,
                              project_name=args.project_name, verbose=2)

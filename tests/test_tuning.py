@@ -6,7 +6,6 @@ step costs far more than the whole tiny trial, and nothing checked here depends 
 configuration goes through `upt-keras train` unchanged (compiled as configured) on every backend.
 """
 
-import argparse
 import json
 import os
 
@@ -24,7 +23,7 @@ from upt_keras.data import generate_burgers_dataset
 BACKEND = keras.backend.backend()
 
 BASE_YAML = """
-seed: 9  # KerasTuner 1.4 then draws Q = 16, 32, 32 (the 3rd trial reuses compiled programs) and one weight 0
+seed: 0  # KerasTuner 1.4 then draws Q = 16 in all 3 trials (they share compiled programs), one weight 0 twice
 data:
   source: hdf5
   path: {path}
@@ -239,6 +238,11 @@ def test_hyperparameters_and_effective_values():
     assert values["num_queries"] == 128 and values["lambda_inv_enc"] == pytest.approx(1e-4)
     hp.values["inv_enc_on"] = False  # the switch off: the weight is 0, its range inactive
     assert space.declare(hp)["lambda_inv_enc"] == 0.0
+    pinned = tuning.resolve_space({"lambda_inv_enc": {"min": 0.02, "max": 0.02, "allow_zero": True}}, cfg, 256)
+    hp = keras_tuner.HyperParameters()
+    assert pinned.declare(hp)["lambda_inv_enc"] == 0.02  # "0.02 or 0"
+    hp.values["inv_enc_on"] = False
+    assert pinned.declare(hp)["lambda_inv_enc"] == 0.0
     assert tuning.effective_values({"inv_enc_on": False, "lambda_inv_dec": 0.02, "num_queries": 64,
                                     "inverse_loss_frequency": 2}) == {
         "lambda_inv_enc": 0.0, "lambda_inv_dec": 0.02, "num_queries": 64, "inverse_loss_frequency": 2}
@@ -268,21 +272,19 @@ def test_validation_nrmse_callback(files):
     assert logs["val_nrmse"] == pytest.approx(nrmse(x, y)) and logs["val_nrmse"] > 0
 
 
-def test_cli_parser_and_errors(tmp_path, files):
-    parser = argparse.ArgumentParser(prog="upt-keras")
-    tuning.add_tune_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["tune", "--config", files["base"], "--tuner", "hyperband", "--max-trials", "3",
-                              "--set", "training.epochs=2", "-d", str(tmp_path), "-p", "x", "--objective",
-                              "val_nrmse"])
+def test_tune_command_arguments_and_errors(tmp_path, files, capsys):
+    args = cli.build_parser().parse_args([
+        "tune", "--config", files["base"], "--tuner", "hyperband", "--max-trials", "3", "--set", "training.epochs=2",
+        "-d", str(tmp_path), "-p", "x", "--objective", "val_nrmse"])
     assert (args.tuner, args.max_trials, args.overrides, args.directory, args.project_name, args.objective) == (
         "hyperband", 3, ["training.epochs=2"], str(tmp_path), "x", "val_nrmse")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["tune", "--tuner", "grid"])
+    assert cli.main(["tune", "--tuner", "grid"]) == 2
+    assert cli.main(["tune", "--max-trials", "0"]) == 2
     bad = tmp_path / "space.yaml"
     bad.write_text("tuning:\n  objective: val_loss\n")
-    args = parser.parse_args(["tune", "--config", files["base"], "--tuning-config", str(bad), "-d", str(tmp_path)])
-    with pytest.raises(ConfigError, match="tuning.objective"):
-        tuning.run_tune(args)
+    capsys.readouterr()
+    assert cli.main(["tune", "--config", files["base"], "--tuning-config", str(bad), "-d", str(tmp_path)]) == 2
+    assert "tuning.objective" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "upt")  # refused before any search started
 
 
@@ -324,6 +326,10 @@ def test_trial_values_reach_the_model(search):
         assert fit["attributes"] == (pytest.approx(enc), pytest.approx(dec))
         # The curriculum (no warmup, no ramp) ran with the trial's weights: the model's variables hold them.
         assert fit["variables"] == (pytest.approx(enc, rel=1e-6), pytest.approx(dec, rel=1e-6))
+        # ... and the training step used them: the model logs the mean weight it applied.
+        metrics = fit["result"]
+        assert (metrics["lambda_inv_enc"], metrics["lambda_inv_dec"]) == (pytest.approx(enc, rel=1e-6),
+                                                                        pytest.approx(dec, rel=1e-6))
         q = values["num_queries"]
         assert q in (16, 32) and fit["num_queries"] == (q if q < N else None)
         assert fit["frequency"] == values["inverse_loss_frequency"] == 2  # fixed at the base config's value
@@ -365,7 +371,7 @@ def test_make_tuner_kinds(search, files):
 
 
 def test_resume_runs_only_the_missing_trial(search, files, monkeypatch, capsys):
-    """Runs last: extends the module's 2-trial search to 3 trials through the `tune` command."""
+    """Runs last: extends the module's 2-trial search to 3 trials through `upt-keras tune`."""
     project = os.path.join(files["directory"], "tiny")
     finished = {tid: open(os.path.join(project, f"trial_{tid}", "trial.json")).read() for tid in ("0", "1")}
     cls = tuning.UPTHyperModel
@@ -384,11 +390,9 @@ def test_resume_runs_only_the_missing_trial(search, files, monkeypatch, capsys):
 
     monkeypatch.setattr(cls, "fit", counting_fit)
     monkeypatch.setattr(cls, "build", build)
-    parser = argparse.ArgumentParser(prog="upt-keras")
-    tuning.add_tune_parser(parser.add_subparsers(dest="command"))
     argv = ["tune", "--config", files["base"], "--tuning-config", files["space"], "--max-trials", "3",
             "--directory", files["directory"], "--project-name", "tiny", "--verbose", "0"]
-    assert tuning.run_tune(parser.parse_args(argv)) == 0
+    assert cli.main(argv) == 0  # `upt-keras tune ...`
     assert len(calls) == 1  # only the new trial trained
     out = capsys.readouterr().out
     assert "1 trial(s) run now, 3 in the search" in out and "| val_forward_loss |" in out
@@ -399,6 +403,6 @@ def test_resume_runs_only_the_missing_trial(search, files, monkeypatch, capsys):
     assert open(os.path.join(project, "summary.csv")).read().count("COMPLETED") == 3
     load_config(os.path.join(project, "best_config.yaml"))
     # Resuming with other settings is refused before anything trains.
-    with pytest.raises(ConfigError, match="different settings"):
-        tuning.run_tune(parser.parse_args(argv + ["--set", "training.learning_rate=0.01"]))
+    assert cli.main(argv + ["--set", "training.learning_rate=0.01"]) == 2
+    assert "different settings (base_config.training.learning_rate" in capsys.readouterr().err
     assert len(calls) == 1

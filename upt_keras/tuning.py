@@ -14,12 +14,13 @@ print(tuning.format_table(result.rows, result.objective))
 
 What is searched, and where it enters (`UPTHyperModel`):
 
-| hyper-parameter          | KerasTuner name                     | enters in                                            |
-|--------------------------|-------------------------------------|------------------------------------------------------|
-| `num_queries` Q          | `num_queries` (choice of ints)      | `build(hp)`: a constructor argument of `UPT`         |
-| `inverse_loss_frequency` | `inverse_loss_frequency` (choice)   | `build(hp)`: a constructor argument of `UPT`         |
-| `lambda_inv_enc`         | `lambda_inv_enc` (+ `inv_enc_on`)   | `fit(hp, model)`: the model's variable and attribute, and the trial's `InverseLossCurriculum` |
-| `lambda_inv_dec`         | `lambda_inv_dec` (+ `inv_dec_on`)   | `fit(hp, model)`: likewise                           |
+| hyper-parameter          | KerasTuner name                   | enters in                                          |
+|--------------------------|-----------------------------------|----------------------------------------------------|
+| `num_queries` Q          | `num_queries` (choice of ints)    | `build(hp)`: a constructor argument of `UPT`       |
+| `inverse_loss_frequency` | `inverse_loss_frequency` (choice) | `build(hp)`: a constructor argument of `UPT`       |
+| `lambda_inv_enc`         | `lambda_inv_enc` (+ `inv_enc_on`) | `fit(hp, model)`: the model's variable, attribute, |
+|                          |                                   | and the trial's `InverseLossCurriculum`            |
+| `lambda_inv_dec`         | `lambda_inv_dec` (+ `inv_dec_on`) | `fit(hp, model)`: likewise                         |
 
 The objective is always an unweighted validation metric, minimised: `val_forward_loss` (the one-step MSE on all grid
 points, as logged by `UPT`; the default) or `val_nrmse` (one-step nRMSE in physical units on the validation split,
@@ -303,10 +304,10 @@ class SearchSpace:
                 switch = SWITCHES[name]
                 on = hp.Boolean(switch, default=True)
                 with hp.conditional_scope(switch, [True]):
-                    value = hp.Float(name, spec["min"], spec["max"], sampling=spec["sampling"])
+                    value = self._weight(hp, name, spec)
                 values[name] = float(value) if on and value is not None else 0.0
             else:
-                values[name] = float(hp.Float(name, spec["min"], spec["max"], sampling=spec["sampling"]))
+                values[name] = float(self._weight(hp, name, spec))
         for name in ("num_queries", "inverse_loss_frequency"):
             choices = getattr(self, name)
             if len(choices) == 1:
@@ -314,6 +315,12 @@ class SearchSpace:
             else:
                 values[name] = int(hp.Choice(name, choices, ordered=True))
         return values
+
+    @staticmethod
+    def _weight(hp, name, spec):
+        if spec["min"] == spec["max"]:  # with allow_zero: "this value or 0"
+            return hp.Fixed(name, spec["min"])
+        return hp.Float(name, spec["min"], spec["max"], sampling=spec["sampling"])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
