@@ -54,7 +54,7 @@ def default_cache_dir():
 
     Example:
         >>> default_cache_dir()  # doctest: +SKIP
-        '/home/me/.cache/upt-keras'
+        '~/.cache/upt-keras' (expanded), or $UPT_KERAS_CACHE when set
     """
     return os.environ.get("UPT_KERAS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "upt-keras")
 
