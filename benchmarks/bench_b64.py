@@ -21,10 +21,19 @@ Backends (pick with `--backends`): torch, tensorflow, jax (Keras 3 backends,
 KERAS_BACKEND set in the child) and reference (the plain-PyTorch twin in
 `torch_reference.py`, same sizes, losses and seeds).
 
+On a shared, loaded machine step times drift by several times within minutes.
+Two measurements hold up better there: `--lockstep` runs groups of jobs as
+processes that take turns step by step (so a ratio compares steps taken side by
+side), and `--flops` counts the matrix-multiply work of a step with the torch
+profiler (torch backend and plain torch), which does not depend on the load.
+
 Examples:
     python benchmarks/bench_b64.py                       # everything, CPU, 5 timed steps per row
     python benchmarks/bench_b64.py --backends torch,reference --rows fwd4096,inv4096 --steps 3
+    python benchmarks/bench_b64.py --backends torch,reference --flops --steps 1 --warmup 1
+    python benchmarks/bench_b64.py --lockstep torch:fwd4096+reference:fwd4096,torch:inv4096+torch:fwd4096
     python benchmarks/bench_b64.py --device gpu --mixed --out benchmarks/results_b64_gpu_mixed.md
+    python benchmarks/bench_b64.py --json raw.json ...; python benchmarks/bench_b64.py --render raw.json
 """
 
 import argparse
@@ -138,6 +147,7 @@ def _count_flops(step, num):
     from torch.profiler import ProfilerActivity, profile
 
     counts = []
+    getattr(step, "before_flops", lambda: None)()
     for _ in range(num):
         with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
             on = step()
@@ -178,6 +188,15 @@ def _setup_keras(args, row):
         model.train_on_batch(u_t, u_next)  # returns numpy logs: the step has finished
         return on
 
+    def skip_symbolic_build():
+        # `train_on_batch` re-runs Keras's symbolic build whenever a layer is
+        # still unbuilt. On torch it runs on the "meta" device: nothing is
+        # computed, but the profiler would count its FLOPs, so it is skipped
+        # while counting. Its time stays in the timed steps.
+        for layer in model._flatten_layers():
+            layer.built = True
+
+    step.before_flops = skip_symbolic_build
     def info():
         threads = {"torch": _torch_threads, "tensorflow": _tf_threads, "jax": _jax_threads}[backend]()
         return dict(params=params, rss_build=rss_build, threads=threads,
@@ -592,7 +611,9 @@ def _main_tables(results, args):
     if counted:
         lines += ["", "## Work per step (load-independent)", "",
                   "Matrix-multiply and convolution GFLOP of one training step, counted by the torch profiler "
-                  "(forward, backward and optimizer). Steps marked * computed the inverse terms.", "",
+                  "(forward, backward and optimizer). Steps marked * computed the inverse terms. On the torch backend "
+                  "Keras's per-call symbolic build runs on the meta device and computes nothing: it is left out "
+                  "of the count.", "",
                   "| backend | row | Q | GFLOP per step | vs same-backend fwd Q=4096 |", "|---|---|---|---|---|"]
         base = {r["backend"]: r["flops"][0][0] for r in counted if r["row"] == "fwd4096"}
         for r in counted:

@@ -82,6 +82,7 @@ class QuerySampler(keras.layers.Layer):
         self.num_queries = None if num_queries is None else int(num_queries)
         self.strategy, self.seed = strategy, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.built = True  # no weights to build; unbuilt, it would make Keras re-trace the model every train_on_batch
         if self.enabled and strategy == "stratified":
             starts, sizes = stratified_blocks(self.grid_shape, self.num_queries)
             self._starts, self._sizes = starts.astype("float32"), sizes.astype("float32")

@@ -50,8 +50,8 @@ search ends, `summary.md`, `summary.csv` and `best_config.yaml` (the base config
 a complete training config). Rerunning the same search resumes it: finished trials are kept, an interrupted trial
 is run again, and `max_trials` may be raised to add trials.
 
-Importing this module imports neither Keras nor KerasTuner; `UPTHyperModel` and the callbacks are created on first
-use.
+This module does not import KerasTuner (nor, by itself, Keras) when it is loaded: `UPTHyperModel` and the callbacks
+are created on first use, so that the command line builds its parser cheaply.
 """
 
 from __future__ import annotations
