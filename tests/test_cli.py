@@ -200,14 +200,14 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
     assert again["one_step"]["model"]["nrmse"] == pytest.approx(one["model"]["nrmse"], rel=1e-4)
     assert again["one_step"]["identity"] == one["identity"] and again["training"] == metrics["training"]
 
-    assert cli.main(["rollout", "--model", str(run / "model.keras"), "--steps", "3", "--mode", "physical",
-                     "--out-dir", str(tmp_path / "ro")]) == 0
-    ro = json.loads((tmp_path / "ro" / "rollout_physical.json").read_text())
+    assert cli.main(["rollout", "--model", str(run / "model.keras"), "--steps", "3", "--mode", "physical"]) == 0
+    ro_dir = run / "rollout_physical_3steps"
+    ro = json.loads((ro_dir / "rollout.json").read_text())
     assert ro["num_steps"] == 3 and "latent" not in ro
     assert ro["physical"]["nrmse_per_step"] == pytest.approx(metrics["rollout"]["physical"]["nrmse_per_step"][:3],
                                                              rel=1e-4)
-    assert (tmp_path / "ro" / "physical_rollout_nrmse.png").stat().st_size > 0
-    assert (tmp_path / "ro" / "physical_rollout_spacetime_physical.png").stat().st_size > 0
+    assert (ro_dir / "rollout_nrmse.png").stat().st_size > 0
+    assert (ro_dir / "rollout_spacetime_physical.png").stat().st_size > 0
     capsys.readouterr()
     assert cli.main(["rollout", "--model", str(run / "model.keras"), "--steps", "11"]) == 2  # 11 frames: at most 10
     err = capsys.readouterr().err.strip().splitlines()
@@ -224,3 +224,19 @@ def test_example_script_finds_its_default_config_from_any_directory(tmp_path, mo
     assert example.main(["--set", "training.epoch=1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train_burgers1d.yaml" in err[0] and "did you mean 'training.epochs'" in err[0]
+
+
+def test_progress_output_defaults_to_one_line_per_epoch_off_a_terminal(monkeypatch):
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    assert cli._verbosity(0) == 0 and cli._verbosity(1) == 1  # an explicit --verbose always wins
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    assert cli._verbosity(None) == 2  # a log file gets one line per epoch, not progress-bar redraws
+    monkeypatch.setattr(sys, "stdout", Stream(True))
+    assert cli._verbosity(None) == 1
+    assert cli.build_parser().parse_args(["evaluate", "--model", "m.keras"]).verbose is None

@@ -182,3 +182,44 @@ def test_inverse_losses_make_the_model_reconstruct_its_input():
         model.fit(x, y, batch_size=16, epochs=40, verbose=0)
         errors[use_inverse] = model.inverse_losses(x)["inv_enc_loss"]
     assert errors[True] * 1.5 < errors[False], errors
+
+
+def _k_step_targets(x, steps):
+    """Targets u_{t+1..t+K} of the shift map of `wave_pairs`: (B, K, N, C)."""
+    return np.stack([np.roll(x, k, axis=1) for k in range(1, steps + 1)], axis=1)
+
+
+def test_rollout_loss_is_the_mean_over_latent_steps():
+    """K-step targets: the forward term averages MSE(decode(step^k(z_t)), u_{t+k}) over k = 1..K."""
+    model = tiny_upt((32,), rollout_loss_steps=3, field_mean=[0.1], field_std=[0.7])
+    x, _ = wave_pairs(4)
+    y = _k_step_targets(x, 3)
+    loss = float(to_numpy(model.compute_loss(x, y, model(x, training=True), training=True)))
+    z, per_step = model.encode(x), []
+    for k in range(3):
+        z = model.step(z)
+        per_step.append(np.mean(((to_numpy(model.decode(z)) - y[:, k]) / 0.7) ** 2))
+    assert loss == pytest.approx(np.mean(per_step), rel=1e-5)
+    assert abs(per_step[0] - np.mean(per_step)) > 1e-3 * per_step[0]  # the later steps do count
+    assert float(to_numpy(model.forward_loss_tracker.result())) == pytest.approx(per_step[0], rel=1e-5)
+    assert float(to_numpy(model.rollout_loss_tracker.result())) == pytest.approx(np.mean(per_step[1:]), rel=1e-5)
+    assert type(model).from_config(model.get_config()).rollout_loss_steps == 3
+
+
+def test_rollout_loss_trains_with_inverse_losses_and_logs_both():
+    model = tiny_upt((32,), rollout_loss_steps=2, use_inverse_losses=True, num_queries=12,
+                     query_strategy="stratified", seed=0)
+    x, _ = wave_pairs(8)
+    y = _k_step_targets(x, 2)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(x, y, batch_size=4, epochs=3, validation_data=(x, y), verbose=0).history
+    for key in ("forward_loss", "rollout_loss", "inv_enc_loss", "inv_dec_loss", "val_forward_loss",
+                "val_rollout_loss"):
+        assert np.all(np.isfinite(history[key])) and history[key][-1] > 0, key
+    assert history["rollout_loss"][-1] < history["rollout_loss"][0]
+    # One-step targets still evaluate (the rollout term is then not reported). TensorFlow would retrace the compiled
+    # evaluation step with targets of unknown rank: a new compile starts a fresh one.
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    assert np.isfinite(model.evaluate(x, y[:, 0], verbose=0, return_dict=True)["forward_loss"])
+    with pytest.raises(ValueError, match=r"rollout_loss_steps=2.*\(B, 2, \*\(32,\), 1\)"):
+        model.compute_loss(x, _k_step_targets(x, 3), model(x, training=True), training=True)

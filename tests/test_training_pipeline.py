@@ -152,13 +152,27 @@ def test_build_model_uses_data_and_restores_precision_policy(burgers_file):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
 
 
-def test_build_model_rejects_unsupported_settings(burgers_file):
+def test_rollout_loss_steps_give_k_step_targets_and_a_k_step_model(burgers_file):
+    cfg = tiny_cfg(burgers_file, "training.rollout_loss_steps=3")
+    data = training.prepare_data(cfg, splits=("train", "val", "test"), progress=False)
+    x, y = data.train[0]
+    assert y.shape == x.shape[:1] + (3,) + x.shape[1:]
+    assert data.val[0][1].shape[1] == 3 and data.test[0][1].shape == data.test[0][0].shape  # test stays one-step
+    traj, t0 = data.train.pairs[data.train._order[0]]
+    np.testing.assert_array_equal(y[0, 2], data.train.trajectories[traj, t0 + 3])
+    model = training.build_model(cfg, data)
+    assert model.rollout_loss_steps == 3
+    history = model.fit(data.train, validation_data=data.val, epochs=1, verbose=0).history
+    assert np.isfinite(history["rollout_loss"][0]) and np.isfinite(history["val_rollout_loss"][0])
+    with pytest.raises(ConfigError, match=r"rollout_loss_steps=11 .* 12 frames, .* has 11"):
+        training.prepare_data(tiny_cfg(burgers_file, "training.rollout_loss_steps=11"), progress=False)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="JAX and TensorFlow run data_parallel in-process (test_distribute.py)")
+def test_build_model_rejects_data_parallel_on_torch(burgers_file):
     data = training.prepare_data(tiny_cfg(burgers_file), splits=("train", "test"), progress=False)
-    with pytest.raises(ConfigError, match="rollout_loss_steps"):
-        training.build_model(tiny_cfg(burgers_file, "training.rollout_loss_steps=2"), data)
-    if BACKEND == "torch":  # no in-process multi-device engine: the error points to torchrun
-        with pytest.raises(ConfigError, match="torchrun"):
-            training.build_model(tiny_cfg(burgers_file, "training.distribution=data_parallel"), data)
+    with pytest.raises(ConfigError, match="torchrun"):  # no in-process multi-device engine on torch
+        training.build_model(tiny_cfg(burgers_file, "training.distribution=data_parallel"), data)
 
 
 # ------------------------------------------------------------------------------------------------------------ callbacks
@@ -237,3 +251,21 @@ def test_upt_predictions_are_compared_in_physical_units(offset_file):
     # below 1. Predictions left in normalised units (around 0) would score about 1.
     assert abs(pred.mean() - 3.0) < 1.0
     assert result["model"]["nrmse"] < 0.4
+
+
+def test_rollouts_run_without_gradient_tracking(offset_file):
+    """Eager torch calls record autograd graphs: a default-size rollout held ~11 GB until this was switched off."""
+    seen = []
+
+    class Recorder(IdentityModel):
+        def rollout(self, x0, num_steps, mode="latent"):
+            if BACKEND == "torch":
+                import torch
+
+                seen.append(torch.is_grad_enabled())
+            return super().rollout(x0, num_steps, mode)
+
+    data = training.prepare_data(tiny_cfg(offset_file, "data.test_fraction=0.3", "data.rollout_steps=3"),
+                                 splits=("rollout",), progress=False)
+    evaluation.rollout_metrics(Recorder(), data.rollout)
+    assert seen == ([False, False] if BACKEND == "torch" else [])

@@ -59,8 +59,16 @@ def _add_config_args(p, config_required=False, config_help=None):
 
 
 def _add_verbose(p):
-    p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=1,
-                   help="Keras progress output: 1 progress bars (default), 2 one line per epoch, 0 silent")
+    p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=None,
+                   help="Keras progress output: 1 progress bars, 2 one line per epoch, 0 silent (default: 1 on a "
+                   "terminal, 2 when the output goes to a file or pipe)")
+
+
+def _verbosity(value):
+    """The --verbose value, or its default: progress bars on a terminal, one line per epoch in a log file."""
+    if value is not None:
+        return value
+    return 1 if sys.stdout.isatty() else 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollout", help="autoregressive rollout of a saved model on the test trajectories",
                        description="Roll a saved model out for --steps steps from the first frame of every test "
-                       "trajectory; writes rollout_<mode>.json and figures next to the model (or --out-dir).")
+                       "trajectory; writes rollout.json and figures into rollout_<mode>_<steps>steps/ next to the "
+                       "model (or --out-dir).")
     p.add_argument("--model", "-m", required=True, help="a saved model, e.g. runs/x/model.keras")
     p.add_argument("--steps", type=_positive_int, default=20, help="rollout steps (default 20)")
     p.add_argument("--mode", choices=("latent", "physical", "both"), default="latent",
                    help="latent: encode once and step in latent space (default); physical: decode and re-encode "
                    "every step; both")
     _add_config_args(p, config_help="config of the data (default: config.yaml next to the model)")
-    p.add_argument("--out-dir", help="where to write metrics and figures (default: the model's folder)")
+    p.add_argument("--out-dir", help="where to write metrics and figures (default: rollout_<mode>_<steps>steps/ "
+                   "in the model's folder)")
     p.add_argument("--starts", choices=("initial", "all"), default="initial",
                    help="rollout start frames (default: the first frame of each test trajectory)")
 
@@ -155,7 +165,7 @@ def _cmd_train(args):
     if resume is not None:
         print(f"{PROG}: resuming the interrupted run in {run_dir} at epoch {resume + 1}", flush=True)
     print(f"{PROG}: run directory {os.path.abspath(run_dir)}", flush=True)
-    _, _, metrics = training.train(cfg, run_dir=run_dir, verbose=args.verbose)
+    _, _, metrics = training.train(cfg, run_dir=run_dir, verbose=_verbosity(args.verbose))
     print(evaluation.format_summary(metrics))
     print(f"{PROG}: wrote {os.path.join(run_dir, evaluation.METRICS_FILE)}")
     return 0
@@ -216,7 +226,7 @@ def _cmd_evaluate(args):
     history = os.path.join(out_dir, training.HISTORY_FILE)
     metrics = evaluation.evaluate(model, data, run_dir=out_dir, plots=cfg.output.plots,
                                   history=history if os.path.exists(history) else None, starts=args.starts,
-                                  extra=extra, verbose=args.verbose)
+                                  extra=extra, verbose=_verbosity(args.verbose))
     print(evaluation.format_summary(metrics))
     print(f"{PROG}: wrote {metrics['files']['metrics']}")
     return 0
@@ -232,7 +242,8 @@ def _cmd_rollout(args):
     _backend_line()
     from upt_keras import evaluation, training
 
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.model))
+    out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.model)),
+                                           f"rollout_{args.mode}_{args.steps}steps")
     data = training.prepare_data(cfg, splits=("rollout",))
     model = _load_model(args.model)
     _check_model_matches(model, data)
@@ -241,9 +252,8 @@ def _cmd_rollout(args):
                                                return_predictions=True)
     result["backend"] = _backend_name()
     result["model_file"] = os.path.abspath(args.model)
-    prefix = f"{args.mode}_" if args.mode != "both" else "both_"
-    files = evaluation.write_plots(out_dir, result, preds, data, prefix=prefix) if cfg.output.plots else {}
-    path = os.path.join(out_dir, f"rollout_{args.mode}.json")
+    files = evaluation.write_plots(out_dir, result, preds, data) if cfg.output.plots else {}
+    path = os.path.join(out_dir, "rollout.json")
     files["metrics"] = path
     result["files"] = files
     evaluation.write_metrics(path, result)

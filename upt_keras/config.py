@@ -158,7 +158,7 @@ class TrainingConfig:
     amp: bool | str = _leaf(False, "bool_or_choice", choices=("mixed_float16", "mixed_bfloat16"))
     jit_compile: bool | str = _leaf("auto", "bool_or_choice", choices=("auto",))
     early_stopping_patience: int | None = _leaf(None, "int", nullable=True, ge=1)
-    rollout_loss_steps: int = _leaf(1, "int", ge=1)
+    rollout_loss_steps: int = _leaf(1, "int", ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
     distribution: str | None = _leaf(None, "str", nullable=True, choices=("data_parallel",))
 
     @property

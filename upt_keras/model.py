@@ -27,6 +27,10 @@ class UPT(keras.Model):
     plus, on every `inverse_loss_frequency`-th step when `use_inverse_losses`:
     - inverse encoding x `inv_enc_weight`: MSE(decode(encode(u_t), X_q), u_t(X_q)),
     - inverse decoding x `inv_dec_weight`: MSE(encode(decode(z_{t+1}, X)), stop_gradient(z_{t+1})).
+    With `rollout_loss_steps` K > 1 the targets are the next K frames (B, K, *grid, C)
+    and the forward term is the mean over k = 1..K of MSE(decode(step^k(z_t), X_q),
+    u_{t+k}(X_q)): a latent rollout loss, backpropagated through all K steps, that
+    teaches the approximator to step on its own outputs.
     On an inverse step the next-step latent is decoded once on the full grid and
     serves both the forward and the inverse-decoding term. On other steps (and
     while both weights are 0) the inverse terms are not computed at all.
@@ -48,6 +52,8 @@ class UPT(keras.Model):
         seed: int or None, seeds query sampling.
         forward_loss_weight: float, weight of the forward term (0 trains a pure
             auto-encoder through the inverse terms, e.g. for pre-training).
+        rollout_loss_steps: int K >= 1, latent steps of the forward term; K > 1
+            needs training targets of shape (B, K, *grid, C).
 
     Example:
     >>> model = UPT.from_sizes(grid_shape=(64,), num_fields=1, latent_dim=32)
@@ -74,6 +80,7 @@ class UPT(keras.Model):
         decode_chunk_size=65536,
         seed=None,
         forward_loss_weight=1.0,
+        rollout_loss_steps=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -109,6 +116,9 @@ class UPT(keras.Model):
         if forward_loss_weight < 0:
             raise ValueError(f"forward_loss_weight must be >= 0, got {forward_loss_weight}")
         self.forward_loss_weight = float(forward_loss_weight)
+        if int(rollout_loss_steps) < 1:
+            raise ValueError(f"rollout_loss_steps must be >= 1, got {rollout_loss_steps}")
+        self.rollout_loss_steps = int(rollout_loss_steps)
         self.query_sampler = QuerySampler(self.grid_shape, num_queries, query_strategy, seed=seed, name="queries")
         self.num_queries, self.query_strategy, self.seed = num_queries, query_strategy, seed
         self.grid_coords = grid_coordinates(self.grid_shape)  # (N, d) numpy, float32
@@ -128,6 +138,8 @@ class UPT(keras.Model):
             shape=(), initializer="zeros", trainable=False, name="train_step_counter", dtype="int32"
         )
         self.forward_loss_tracker = keras.metrics.Mean(name="forward_loss")
+        if self.rollout_loss_steps > 1:  # mean MSE of the latent steps 2..K
+            self.rollout_loss_tracker = keras.metrics.Mean(name="rollout_loss")
         if self.use_inverse_losses:
             self.inv_enc_tracker = keras.metrics.Mean(name="inv_enc_loss")
             self.inv_dec_tracker = keras.metrics.Mean(name="inv_dec_loss")
@@ -273,7 +285,8 @@ class UPT(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         fields = x["fields"] if isinstance(x, dict) else x
         _, std = self._stats()
-        if not training:  # evaluation: y_pred is the full-grid prediction
+        y, later = self._split_targets(y)
+        if not training:  # evaluation: y_pred is the full-grid one-step prediction
             forward = field_mse(y_pred, y, std)
             self.forward_loss_tracker.update_state(forward)
             if self.use_inverse_losses:  # reported on the full grid, not added to the loss
@@ -282,6 +295,9 @@ class UPT(keras.Model):
                 self.inv_dec_tracker.update_state(latent_mse(self.encode(y_pred), self.step(z)))
                 self.inv_enc_weight_tracker.update_state(self.inv_enc_weight)
                 self.inv_dec_weight_tracker.update_state(self.inv_dec_weight)
+            if later:  # K-step targets: the latent rollout error of steps 2..K, on the full grid
+                z_next = self.step(self.encode(fields))
+                self._rollout_term(forward, z_next, later, None, ops.convert_to_tensor(self.grid_coords), std)
             return scale_loss_for_replicas(forward)
 
         z, z_next = y_pred["z"], y_pred["z_next"]
@@ -313,7 +329,7 @@ class UPT(keras.Model):
 
         if not self.use_inverse_losses:
             forward = forward_only()[0]
-            total = self.forward_loss_weight * forward
+            total = self.forward_loss_weight * self._rollout_term(forward, z_next, later, idx, coords_q, std)
         else:
             w_enc, w_dec = self.inv_enc_weight, self.inv_dec_weight
             on = ops.logical_and(
@@ -321,7 +337,8 @@ class UPT(keras.Model):
                 ops.greater(w_enc + w_dec, 0.0),
             )
             forward, inv_enc, inv_dec = ops.cond(on, with_inverse, forward_only)
-            total = self.forward_loss_weight * forward + w_enc * inv_enc + w_dec * inv_dec
+            fwd = self._rollout_term(forward, z_next, later, idx, coords_q, std)
+            total = self.forward_loss_weight * fwd + w_enc * inv_enc + w_dec * inv_dec
             on_weight = ops.cast(on, "float32")
             self.inv_enc_tracker.update_state(inv_enc, sample_weight=on_weight)
             self.inv_dec_tracker.update_state(inv_dec, sample_weight=on_weight)
@@ -330,6 +347,43 @@ class UPT(keras.Model):
         self.train_step_counter.assign_add(1)
         self.forward_loss_tracker.update_state(forward)
         return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+
+    def _split_targets(self, y):
+        """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C) targets."""
+        grid_rank = len(self.grid_shape)
+        # TensorShape.rank is None after a TensorFlow retrace on a new target shape.
+        rank = y.shape.rank if hasattr(y.shape, "rank") else len(y.shape)
+        if rank is None:
+            if self.rollout_loss_steps == 1:
+                return y, []
+            raise ValueError(
+                "targets of unknown rank: TensorFlow retraced the compiled step for targets of another shape; with "
+                "rollout_loss_steps > 1 keep one target shape per compiled model (or call compile() again)"
+            )
+        if rank == grid_rank + 2:
+            return y, []
+        if rank != grid_rank + 3 or y.shape[1] != self.rollout_loss_steps:
+            raise ValueError(
+                f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, *{self.grid_shape}, "
+                f"{self.num_fields}) or, with rollout_loss_steps={self.rollout_loss_steps}, "
+                f"(B, {self.rollout_loss_steps}, *{self.grid_shape}, {self.num_fields})"
+            )
+        return y[:, 0], [y[:, k] for k in range(1, self.rollout_loss_steps)]
+
+    def _rollout_term(self, forward, z_next, later, idx, coords_q, std):
+        """The forward term: the one-step MSE, averaged with the MSE of latent steps 2..K when targets are K-step."""
+        if not later:
+            return forward
+        z, extra = z_next, []
+        for target in later:
+            z = self.step(z)
+            target = ops.reshape(target, (ops.shape(target)[0], self.num_points, self.num_fields))
+            if idx is not None:
+                target = ops.take(target, idx, axis=1)
+            extra.append(field_mse(self.decode(z, coords_q), target, std))
+        later_mean = ops.mean(ops.stack(extra))
+        self.rollout_loss_tracker.update_state(later_mean)
+        return (forward + later_mean * len(later)) / (len(later) + 1)
 
     def inverse_losses(self, fields, next_fields=None):
         """Inverse-encoding and inverse-decoding MSE on the full grid (for evaluation).
@@ -350,6 +404,8 @@ class UPT(keras.Model):
     @property
     def metrics(self):
         trackers = [self.forward_loss_tracker]
+        if self.rollout_loss_steps > 1:
+            trackers.append(self.rollout_loss_tracker)
         if self.use_inverse_losses:
             trackers += [self.inv_enc_tracker, self.inv_dec_tracker,
                          self.inv_enc_weight_tracker, self.inv_dec_weight_tracker]
@@ -375,6 +431,7 @@ class UPT(keras.Model):
                 "decode_chunk_size": self.decode_chunk_size,
                 "seed": self.seed,
                 "forward_loss_weight": self.forward_loss_weight,
+                "rollout_loss_steps": self.rollout_loss_steps,
             }
         )
         return config

@@ -198,10 +198,19 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 )
         stats = compute_normalization(store, split["train"]) if "train" in splits else None
         common = dict(batch_size=t.batch_size, time_stride=d.time_stride)
-        train = PairDataset(store, split["train"], shuffle=True, seed=cfg.seed, **common) if "train" in splits else None
+        # With a latent rollout loss (K > 1) training and validation targets are the next K frames.
+        k_step = dict(rollout_steps=t.rollout_loss_steps) if t.rollout_loss_steps > 1 else {}
+        if t.rollout_loss_steps > 1 and frames < t.rollout_loss_steps * d.time_stride + 1:
+            raise ConfigError(
+                f"training.rollout_loss_steps={t.rollout_loss_steps} with data.time_stride={d.time_stride} needs "
+                f"trajectories of at least {t.rollout_loss_steps * d.time_stride + 1} frames, {store.path} has {frames}"
+            )
+        train = None
+        if "train" in splits:
+            train = PairDataset(store, split["train"], shuffle=True, seed=cfg.seed, **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
-            val = PairDataset(store, split["val"], shuffle=False, **common)
+            val = PairDataset(store, split["val"], shuffle=False, **common, **k_step)
         test = PairDataset(store, split["test"], shuffle=False, **common) if "test" in splits else None
         rollout = None
         if "rollout" in splits:
@@ -303,11 +312,6 @@ def _check_supported(cfg: Config) -> None:
     import keras
 
     t = cfg.training
-    if t.rollout_loss_steps != 1:
-        raise ConfigError(
-            f"training.rollout_loss_steps={t.rollout_loss_steps} is not supported: the model trains on one-step "
-            "pairs only; set training.rollout_loss_steps=1"
-        )
     if t.distribution == "data_parallel" and keras.backend.backend() == "torch":
         raise ConfigError(
             "training.distribution=data_parallel runs in-process on the JAX and TensorFlow backends; on torch "
@@ -347,8 +351,7 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
     `training.epochs * steps_per_epoch` steps (default: the length of `data.train`).
 
     Raises:
-        ConfigError: for settings this version cannot honour (`training.rollout_loss_steps != 1`,
-            `training.distribution` on a backend other than JAX).
+        ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
     """
     import keras
 
@@ -367,6 +370,7 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
             use_inverse_losses=t.use_inverse_losses, lambda_inv_enc=t.lambda_inv_enc,
             lambda_inv_dec=t.lambda_inv_dec, inverse_loss_frequency=t.inverse_loss_frequency,
             num_queries=qs.num_queries if qs.enabled else None, query_strategy=qs.strategy, seed=cfg.seed,
+            rollout_loss_steps=t.rollout_loss_steps,
         )
         model.compile(optimizer=make_optimizer(cfg, t.epochs * steps_per_epoch), jit_compile=t.jit_compile)
     return model
@@ -644,7 +648,8 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
     Args:
         cfg: a Config.
         run_dir: output folder (created).
-        verbose: passed to `fit` (Keras progress bars: "auto"/1; one line per epoch: 2; silent: 0).
+        verbose: passed to `fit` (progress bars: 1; one line per epoch: 2; silent: 0); "auto" is 1 on a terminal
+            and 2 when standard output is a file or a pipe (progress bars would fill a log with redraws).
         progress: progress bar if the default data set has to be generated.
 
     Returns:
@@ -685,10 +690,18 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
 
     with distribution_scope(t.distribution):
         if t.distribution:
-            check_batch_size(t.batch_size, data.train.num_pairs)
+            try:
+                check_batch_size(t.batch_size, data.train.num_pairs)
+            except ValueError as err:  # a config problem: the CLI reports it on one line and exits 2
+                raise ConfigError(f"training.batch_size={t.batch_size} with training.distribution="
+                                  f"{t.distribution}: {err}") from None
         model = build_model(cfg, data)
         callbacks = make_callbacks(cfg, run_dir, has_validation=data.val is not None,
                                    resume=resume_epoch is not None, best_so_far=best_so_far)
+        if verbose == "auto":
+            import sys
+
+            verbose = 1 if sys.stdout.isatty() else 2
         start = time.monotonic()
         history = model.fit(data.train, validation_data=data.val, epochs=t.epochs, callbacks=callbacks,
                             verbose=verbose)
