@@ -107,6 +107,20 @@ class QuerySampler(keras.layers.Layer):
         point = ops.cast(ops.convert_to_tensor(self._starts) + offset, "int32")  # (Q, ndim)
         return ops.sum(point * ops.convert_to_tensor(self._strides), axis=-1)
 
+    # The seed generator's state is saved with the model, so that a resumed or reloaded model goes on drawing new
+    # query sets instead of repeating the ones it drew from its first step on.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store["seed_state"] = np.asarray(ops.convert_to_numpy(self.seed_generator.state)).astype("int64")
+
+    def load_own_variables(self, store):
+        state = store["seed_state"] if "seed_state" in store.keys() else None
+        own = {k: store[k] for k in store.keys() if k != "seed_state"}
+        super().load_own_variables(own)
+        if state is not None:
+            target = self.seed_generator.state
+            target.assign(np.asarray(state).astype(keras.backend.standardize_dtype(target.dtype)))
+
     def get_config(self):
         config = super().get_config()
         config.update(
