@@ -53,6 +53,26 @@ def backend():
     return BACKEND
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch ops on one CPU thread during a test (a no-op on other backends).
+
+    Two CPU threads per process spin badly when the machine is shared; one is faster for the tiny test models.
+    Modules opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    if BACKEND != "torch":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 

@@ -79,19 +79,7 @@ def _console_script():
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "upt_keras.cli"]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    if BACKEND != "torch":
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,7 @@ TINY_MODEL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two CPU threads per process spin badly when the machine is shared; one is faster for these tiny models."""
-    if BACKEND != "torch":
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -76,20 +76,7 @@ def _value(variable):
     return float(keras.ops.convert_to_numpy(variable))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two CPU threads per process spin badly when the machine is shared; one is faster for these tiny models."""
-    if BACKEND != "torch":
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)

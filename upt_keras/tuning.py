@@ -56,7 +56,6 @@ are created on first use, so that the command line builds its parser cheaply.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import dataclasses
@@ -915,18 +914,9 @@ def write_best_config(path, cfg: Config, row: Mapping, objective: str, project_d
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def add_tune_parser(subparsers):
     """Add the `tune` subcommand to an argparse subparsers object; returns its parser."""
+    from upt_keras.cli import _positive_int  # the command line's own argument types
     p = subparsers.add_parser(
         "tune", help="search the inverse-loss weights, the number of queries and the inverse-loss frequency",
         description="KerasTuner search starting from a training config. Minimises an unweighted validation metric "
