@@ -256,3 +256,63 @@ def test_rollouts_run_without_gradient_tracking(offset_file):
                                  splits=("rollout",), progress=False)
     evaluation.rollout_metrics(Recorder(), data.rollout)
     assert seen == ([False, False] if BACKEND == "torch" else [])
+
+
+# ------------------------------------------------------------------------------------------------------------ accuracy levers
+
+
+def test_accuracy_keys_reach_the_model(burgers_file):
+    data = training.prepare_data(tiny_cfg(burgers_file), splits=("train", "test"), progress=False)
+    cfg = tiny_cfg(burgers_file, "model.pooling=average", "model.decoder_locality=true",
+                   "model.approximator_zero_init=true", "training.lambda_latent_consistency=0.25")
+    model = training.build_model(cfg, data)
+    assert model.decoder.locality and model.approximator.zero_init
+    assert model.lambda_latent_consistency == 0.25
+    plain = training.build_model(tiny_cfg(burgers_file), data)
+    assert not plain.decoder.locality and not plain.approximator.zero_init
+    assert plain.lambda_latent_consistency == 0.0
+    with pytest.raises(ConfigError, match="lambda_latent_consistency"):
+        tiny_cfg(burgers_file, "training.lambda_latent_consistency=-1")
+
+
+def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatch):
+    """With a budget the cosine schedule spans the steps that fit into it (measured), not the configured epochs."""
+    seen = {}
+    original = training.build_model
+
+    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
+        seen.setdefault("schedule_steps", []).append(schedule_steps)
+        return original(cfg, data, steps_per_epoch, schedule_steps)
+
+    monkeypatch.setattr(training, "build_model", spy)
+    monkeypatch.setattr(training, "calibrate_step_seconds", lambda cfg, data: 0.5)  # a known step time
+    cfg = tiny_cfg(burgers_file, "training.epochs=100", "training.time_budget_seconds=2", "output.plots=false")
+    model, _, _ = training.train(cfg, run_dir=str(tmp_path / "run"), verbose=0)
+    fitted = seen["schedule_steps"][0]
+    assert 1 <= fitted <= int(0.97 * 2 / 0.5) < 100 * 1  # far fewer than epochs x steps per epoch
+    assert model.optimizer.learning_rate is not None
+    seen.clear()
+    cfg = tiny_cfg(burgers_file, "training.epochs=1", "output.plots=false")  # no budget: the configured epochs
+    training.train(cfg, run_dir=str(tmp_path / "run2"), verbose=0)
+    assert seen["schedule_steps"][0] is None
+
+
+def test_calibrate_step_seconds_leaves_the_model_unchanged(burgers_file):
+    cfg = tiny_cfg(burgers_file)
+    data = training.prepare_data(cfg, splits=("train", "test"), progress=False)
+    seconds = training.calibrate_step_seconds(cfg, data, steps=2, warmup=1)
+    assert seconds > 0
+    a, b = training.build_model(cfg, data), training.build_model(cfg, data)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
+
+
+def test_latent_consistency_steps_give_k_step_targets(burgers_file):
+    cfg = tiny_cfg(burgers_file, "training.lambda_latent_consistency=1", "training.latent_consistency_steps=3")
+    data = training.prepare_data(cfg, splits=("train", "val", "test"), progress=False)
+    x, y = data.train[0]
+    assert y.shape == (x.shape[0], 3) + x.shape[1:]
+    model = training.build_model(cfg, data)
+    assert model.target_steps == 3 and model.rollout_loss_steps == 1
+    with pytest.raises(ConfigError, match="latent_consistency_steps=20"):
+        training.prepare_data(tiny_cfg(burgers_file, "training.latent_consistency_steps=20"), progress=False)

@@ -118,12 +118,14 @@ class ModelConfig:
     approximator_width: int = _leaf(128, "int", ge=1)
     approximator_depth: int = _leaf(4, "int", ge=1)
     approximator_heads: int = _leaf(4, "int", ge=1)
+    approximator_zero_init: bool = _leaf(False, "bool")  # untrained approximator = identity
     mlp_ratio: int = _leaf(4, "int", ge=1)
     decoder_width: int = _leaf(128, "int", ge=1)
     decoder_depth: int = _leaf(2, "int", ge=1)
     decoder_heads: int = _leaf(4, "int", ge=1)
     decoder_mlp_dim: int = _leaf(256, "int", ge=1)
     frequencies: list = _leaf([1, 2, 4, 8, 16, 32], "number_list", gt=0.0)
+    decoder_locality: bool = _leaf(False, "bool")  # distance bias in the decoder's attention (average pooling)
     decode_chunk_size: int = _leaf(65536, "int", ge=1)
 
 
@@ -147,6 +149,7 @@ class TrainingConfig:
     lr_schedule: str = _leaf("cosine", "str", choices=("cosine", "constant"))
     warmup_steps: int = _leaf(0, "int", ge=0)
     time_budget_seconds: float | None = _leaf(None, "float", nullable=True, gt=0.0)
+    fit_schedule_to_budget: bool = _leaf(True, "bool")  # cosine spans the steps that fit into the budget (measured)
     use_inverse_losses: bool = _leaf(True, "bool")
     lambda_inv_enc: float = _leaf(0.01, "float", ge=0.0)
     lambda_inv_dec: float = _leaf(0.01, "float", ge=0.0)
@@ -159,6 +162,9 @@ class TrainingConfig:
     jit_compile: bool | str = _leaf("auto", "bool_or_choice", choices=("auto",))
     early_stopping_patience: int | None = _leaf(None, "int", nullable=True, ge=1)
     rollout_loss_steps: int = _leaf(1, "int", ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
+    lambda_latent_consistency: float = _leaf(0.0, "float", ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
+    latent_noise: float = _leaf(0.0, "float", ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
+    latent_consistency_steps: int = _leaf(1, "int", ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
     distribution: str | None = _leaf(None, "str", nullable=True, choices=("data_parallel",))
 
     @property

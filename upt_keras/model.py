@@ -54,6 +54,16 @@ class UPT(keras.Model):
             auto-encoder through the inverse terms, e.g. for pre-training).
         rollout_loss_steps: int K >= 1, latent steps of the forward term; K > 1
             needs training targets of shape (B, K, *grid, C).
+        lambda_latent_consistency: float >= 0, weight of the latent-consistency
+            term `||step^q(encode(u_t)) - stop_gradient(encode(u_t+q))||^2`, divided
+            by the true latent displacement `||encode(u_t+q) - encode(u_t)||^2`
+            (see `_consistency_term`).
+        latent_consistency_steps: int M >= 1, latent steps q = 1..M of that term;
+            M > 1 needs targets (B, M, *grid, C) (K-step targets serve both terms:
+            the model expects max(K, M) frames).
+        latent_noise: float >= 0, while training, Gaussian noise of this size
+            relative to the latent's RMS is added to `encode(u_t)` before the
+            approximator steps it (0: off).
 
     Example:
     >>> model = UPT.from_sizes(grid_shape=(64,), num_fields=1, latent_dim=32)
@@ -81,6 +91,9 @@ class UPT(keras.Model):
         seed=None,
         forward_loss_weight=1.0,
         rollout_loss_steps=1,
+        lambda_latent_consistency=0.0,
+        latent_consistency_steps=1,
+        latent_noise=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -119,6 +132,22 @@ class UPT(keras.Model):
         if int(rollout_loss_steps) < 1:
             raise ValueError(f"rollout_loss_steps must be >= 1, got {rollout_loss_steps}")
         self.rollout_loss_steps = int(rollout_loss_steps)
+        if lambda_latent_consistency < 0:
+            raise ValueError(f"lambda_latent_consistency must be >= 0, got {lambda_latent_consistency}")
+        self.lambda_latent_consistency = float(lambda_latent_consistency)
+        if int(latent_consistency_steps) < 1:
+            raise ValueError(f"latent_consistency_steps must be >= 1, got {latent_consistency_steps}")
+        self.latent_consistency_steps = int(latent_consistency_steps)
+        if latent_noise < 0:
+            raise ValueError(f"latent_noise must be >= 0, got {latent_noise}")
+        self.latent_noise = float(latent_noise)
+        if self.latent_noise > 0:
+            self.noise_seed = keras.random.SeedGenerator(seed, name="latent_noise_seed")
+        # Frames per training target: K-step targets (B, K, *grid, C) when either multi-step term needs them.
+        self.target_steps = max(self.rollout_loss_steps, self.latent_consistency_steps)
+        # Token positions for the decoder's locality bias (grid encoders with average pooling have them).
+        positions = getattr(encoder, "token_positions", None)
+        self._token_positions = None if positions is None else np.asarray(positions, "float32")
         self.query_sampler = QuerySampler(self.grid_shape, num_queries, query_strategy, seed=seed, name="queries")
         self.num_queries, self.query_strategy, self.seed = num_queries, query_strategy, seed
         self.grid_coords = grid_coordinates(self.grid_shape)  # (N, d) numpy, float32
@@ -138,6 +167,8 @@ class UPT(keras.Model):
             shape=(), initializer="zeros", trainable=False, name="train_step_counter", dtype="int32"
         )
         self.forward_loss_tracker = keras.metrics.Mean(name="forward_loss")
+        if self.lambda_latent_consistency > 0:
+            self.consistency_tracker = keras.metrics.Mean(name="consistency_loss")
         if self.rollout_loss_steps > 1:  # mean MSE of the latent steps 2..K
             self.rollout_loss_tracker = keras.metrics.Mean(name="rollout_loss")
         if self.use_inverse_losses:
@@ -168,6 +199,8 @@ class UPT(keras.Model):
         decoder_heads=4,
         decoder_mlp_dim=256,
         frequencies=(1, 2, 4, 8),
+        decoder_locality=False,
+        approximator_zero_init=False,
         **kwargs,
     ):
         """Builds the three parts from plain sizes (the `model:` section of a config)."""
@@ -178,11 +211,11 @@ class UPT(keras.Model):
         )
         approximator = Approximator(
             latent_dim, width=approximator_width, depth=approximator_depth, num_heads=approximator_heads,
-            mlp_ratio=mlp_ratio, name="approximator",
+            mlp_ratio=mlp_ratio, zero_init=approximator_zero_init, name="approximator",
         )
         decoder = AnyPointDecoder(
             num_fields, len(grid_shape), width=decoder_width, depth=decoder_depth, num_heads=decoder_heads,
-            mlp_dim=decoder_mlp_dim, frequencies=frequencies, name="decoder",
+            mlp_dim=decoder_mlp_dim, frequencies=frequencies, locality=decoder_locality, name="decoder",
         )
         return cls(encoder, approximator, decoder, **kwargs)
 
@@ -224,10 +257,12 @@ class UPT(keras.Model):
         coords = ops.convert_to_tensor(self.grid_coords if full_grid else coords, "float32")
         chunk = self.decode_chunk_size if chunk_size is None else int(chunk_size)
         num = coords.shape[-2]
+        positions = self._token_positions
         if num is None or num <= chunk:
-            out = self.decoder(z, coords)
+            out = self.decoder(z, coords, positions)
         else:
-            parts = [self.decoder(z, coords[..., start:start + chunk, :]) for start in range(0, num, chunk)]
+            parts = [self.decoder(z, coords[..., start:start + chunk, :], positions)
+                     for start in range(0, num, chunk)]
             out = ops.concatenate(parts, axis=1)
         mean, std = self._stats()
         out = ops.cast(out, "float32") * std + mean
@@ -246,7 +281,14 @@ class UPT(keras.Model):
             coords = inputs.get("coords", coords)
             inputs = inputs["fields"]
         z = self.encode(inputs)
-        z_next = self.step(z)
+        if training and self.latent_noise > 0:
+            # Noise on the approximator's input, relative to the latent's RMS: the approximator learns to step
+            # latents that are a little off the encoder's range, as its own outputs are in a latent rollout.
+            rms = ops.sqrt(ops.mean(ops.square(ops.stop_gradient(ops.cast(z, "float32")))))
+            noise = keras.random.normal(ops.shape(z), seed=self.noise_seed, dtype="float32") * rms * self.latent_noise
+            z_next = self.step(z + ops.cast(noise, z.dtype))
+        else:
+            z_next = self.step(z)
         if training:
             return {"z": z, "z_next": z_next}
         return self.decode(z_next, coords)
@@ -295,7 +337,7 @@ class UPT(keras.Model):
                 self.inv_dec_tracker.update_state(latent_mse(self.encode(y_pred), self.step(z)))
                 self.inv_enc_weight_tracker.update_state(self.inv_enc_weight)
                 self.inv_dec_weight_tracker.update_state(self.inv_dec_weight)
-            if later:  # K-step targets: the latent rollout error of steps 2..K, on the full grid
+            if later and self.rollout_loss_steps > 1:  # the latent rollout error of steps 2..K, on the full grid
                 z_next = self.step(self.encode(fields))
                 self._rollout_term(forward, z_next, later, None, ops.convert_to_tensor(self.grid_coords), std)
             return scale_loss_for_replicas(forward)
@@ -344,9 +386,35 @@ class UPT(keras.Model):
             self.inv_dec_tracker.update_state(inv_dec, sample_weight=on_weight)
             self.inv_enc_weight_tracker.update_state(w_enc)
             self.inv_dec_weight_tracker.update_state(w_dec)
+        if self.lambda_latent_consistency > 0:
+            consistency = self._consistency_term(z, z_next, y, later)
+            self.consistency_tracker.update_state(consistency)
+            total = total + self.lambda_latent_consistency * consistency
         self.train_step_counter.assign_add(1)
         self.forward_loss_tracker.update_state(forward)
         return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+
+    def _consistency_term(self, z, z_next, target, later=()):
+        """Latent consistency: mean over q = 1..M of ||step^q(z_t) - sg(z*_t+q)||^2 / ||sg(z*_t+q)||^2.
+
+        `z*_t+q = encode(u_t+q)`. The approximator's output is pulled onto the encoding of the true next frame(s),
+        so a latent rollout stays where the encoder would put the physical one; with M = `latent_consistency_steps`
+        > 1 it also learns to step on its own outputs, at the cost of M approximator steps and M encodings (no
+        decoding). The targets are constants (no gradient). The error is relative to the target's second moment,
+        so the encoder cannot shrink the term by shrinking its latents. The gradients reach the approximator and,
+        through `z_t`, the encoder.
+        """
+
+        def one(zq, frame):
+            z_target = ops.stop_gradient(ops.cast(self.encode(frame), "float32"))
+            err = ops.mean(ops.square(ops.cast(zq, "float32") - z_target))
+            return err / (ops.mean(ops.square(z_target)) + 1e-12)
+
+        terms, zq = [one(z_next, target)], z_next
+        for frame in list(later)[: self.latent_consistency_steps - 1]:
+            zq = self.step(zq)
+            terms.append(one(zq, frame))
+        return terms[0] if len(terms) == 1 else ops.mean(ops.stack(terms))
 
     def _split_targets(self, y):
         """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C) targets."""
@@ -354,24 +422,26 @@ class UPT(keras.Model):
         # TensorShape.rank is None after a TensorFlow retrace on a new target shape.
         rank = y.shape.rank if hasattr(y.shape, "rank") else len(y.shape)
         if rank is None:
-            if self.rollout_loss_steps == 1:
+            if self.target_steps == 1:
                 return y, []
             raise ValueError(
                 "targets of unknown rank: TensorFlow retraced the compiled step for targets of another shape; with "
-                "rollout_loss_steps > 1 keep one target shape per compiled model (or call compile() again)"
+                "K-step targets keep one target shape per compiled model (or call compile() again)"
             )
         if rank == grid_rank + 2:
             return y, []
-        if rank != grid_rank + 3 or y.shape[1] != self.rollout_loss_steps:
+        if rank != grid_rank + 3 or y.shape[1] != self.target_steps:
             raise ValueError(
                 f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, *{self.grid_shape}, "
-                f"{self.num_fields}) or, with rollout_loss_steps={self.rollout_loss_steps}, "
-                f"(B, {self.rollout_loss_steps}, *{self.grid_shape}, {self.num_fields})"
+                f"{self.num_fields}) or, with rollout_loss_steps={self.rollout_loss_steps} and "
+                f"latent_consistency_steps={self.latent_consistency_steps}, "
+                f"(B, {self.target_steps}, *{self.grid_shape}, {self.num_fields})"
             )
-        return y[:, 0], [y[:, k] for k in range(1, self.rollout_loss_steps)]
+        return y[:, 0], [y[:, k] for k in range(1, self.target_steps)]
 
     def _rollout_term(self, forward, z_next, later, idx, coords_q, std):
         """The forward term: the one-step MSE, averaged with the MSE of latent steps 2..K when targets are K-step."""
+        later = list(later)[: self.rollout_loss_steps - 1]
         if not later:
             return forward
         z, extra = z_next, []
@@ -404,6 +474,8 @@ class UPT(keras.Model):
     @property
     def metrics(self):
         trackers = [self.forward_loss_tracker]
+        if self.lambda_latent_consistency > 0:
+            trackers.append(self.consistency_tracker)
         if self.rollout_loss_steps > 1:
             trackers.append(self.rollout_loss_tracker)
         if self.use_inverse_losses:
@@ -432,6 +504,9 @@ class UPT(keras.Model):
                 "seed": self.seed,
                 "forward_loss_weight": self.forward_loss_weight,
                 "rollout_loss_steps": self.rollout_loss_steps,
+                "lambda_latent_consistency": self.lambda_latent_consistency,
+                "latent_consistency_steps": self.latent_consistency_steps,
+                "latent_noise": self.latent_noise,
             }
         )
         return config

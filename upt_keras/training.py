@@ -199,11 +199,14 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         stats = compute_normalization(store, split["train"]) if "train" in splits else None
         common = dict(batch_size=t.batch_size, time_stride=d.time_stride)
         # With a latent rollout loss (K > 1) training and validation targets are the next K frames.
-        k_step = dict(rollout_steps=t.rollout_loss_steps) if t.rollout_loss_steps > 1 else {}
-        if t.rollout_loss_steps > 1 and frames < t.rollout_loss_steps * d.time_stride + 1:
+        target_steps = max(t.rollout_loss_steps, t.latent_consistency_steps)
+        k_step = dict(rollout_steps=target_steps) if target_steps > 1 else {}
+        if target_steps > 1 and frames < target_steps * d.time_stride + 1:
+            key = ("rollout_loss_steps" if t.rollout_loss_steps >= t.latent_consistency_steps
+                   else "latent_consistency_steps")
             raise ConfigError(
-                f"training.rollout_loss_steps={t.rollout_loss_steps} with data.time_stride={d.time_stride} needs "
-                f"trajectories of at least {t.rollout_loss_steps * d.time_stride + 1} frames, {store.path} has {frames}"
+                f"training.{key}={target_steps} with data.time_stride={d.time_stride} needs "
+                f"trajectories of at least {target_steps * d.time_stride + 1} frames, {store.path} has {frames}"
             )
         train = None
         if "train" in splits:
@@ -305,6 +308,7 @@ def _model_kwargs(cfg: Config) -> dict:
         approximator_heads=m.approximator_heads, mlp_ratio=m.mlp_ratio, decoder_width=m.decoder_width,
         decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, decoder_mlp_dim=m.decoder_mlp_dim,
         frequencies=list(m.frequencies), decode_chunk_size=m.decode_chunk_size,
+        decoder_locality=m.decoder_locality, approximator_zero_init=m.approximator_zero_init,
     )
 
 
@@ -343,12 +347,32 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(int(seed))
 
 
-def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None):
+def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warmup: int = 2) -> float:
+    """Median seconds of one training step of the model `cfg` builds, timed on a throw-away copy.
+
+    `warmup` steps (tracing, first allocations) are run first and not counted. The global seeds are set again when
+    the real model is built, so calibrating does not change it.
+    """
+    model = build_model(cfg, data)
+    times = []
+    for i in range(warmup + steps):
+        x, y = data.train[i % len(data.train)]
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    del model
+    return float(np.median(times))
+
+
+def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None,
+                schedule_steps: int | None = None):
     """A compiled `UPT` for `data` (grid, channels, dt, normalisation) with the sizes and losses of `cfg`.
 
     The mixed-precision policy of `training.amp` is active while the model is built and compiled, and the previous
     global policy is restored afterwards (see `precision_policy`). The learning-rate schedule spans
-    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`).
+    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`), or `schedule_steps` when given
+    (`train` fits it into `training.time_budget_seconds`).
 
     Raises:
         ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
@@ -370,9 +394,11 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
             use_inverse_losses=t.use_inverse_losses, lambda_inv_enc=t.lambda_inv_enc,
             lambda_inv_dec=t.lambda_inv_dec, inverse_loss_frequency=t.inverse_loss_frequency,
             num_queries=qs.num_queries if qs.enabled else None, query_strategy=qs.strategy, seed=cfg.seed,
-            rollout_loss_steps=t.rollout_loss_steps,
+            rollout_loss_steps=t.rollout_loss_steps, lambda_latent_consistency=t.lambda_latent_consistency,
+            latent_consistency_steps=t.latent_consistency_steps, latent_noise=t.latent_noise,
         )
-        model.compile(optimizer=make_optimizer(cfg, t.epochs * steps_per_epoch), jit_compile=t.jit_compile)
+        total = schedule_steps if schedule_steps is not None else t.epochs * steps_per_epoch
+        model.compile(optimizer=make_optimizer(cfg, total), jit_compile=t.jit_compile)
     return model
 
 
@@ -493,7 +519,8 @@ def _monitor(has_validation: bool) -> str:
 
 
 def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bool | None = None,
-                   best_so_far: float | None = None, time_budget: bool = True) -> list:
+                   best_so_far: float | None = None, time_budget: bool = True,
+                   time_budget_seconds: float | None = None) -> list:
     """The training callbacks for `cfg`, writing into `run_dir`.
 
     In order: `BackupAndRestore` (`run_dir/backup`), `InverseLossCurriculum` (when `training.use_inverse_losses`),
@@ -506,6 +533,7 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
         resume: append to the history (default: when a backup exists in `run_dir`).
         best_so_far: best watched value of an interrupted run, so that its checkpoint is only replaced by a better one.
         time_budget: include the time-budget callback (a search may want its own).
+        time_budget_seconds: the budget left for `fit` (default `training.time_budget_seconds`).
     """
     import keras
 
@@ -524,7 +552,8 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
             max_weight=t.inverse_loss_max_weight,
         ))
     if time_budget and t.time_budget_seconds is not None:
-        callbacks.append(__getattr__("TimeBudget")(t.time_budget_seconds))
+        seconds = t.time_budget_seconds if time_budget_seconds is None else time_budget_seconds
+        callbacks.append(__getattr__("TimeBudget")(seconds))
     callbacks.append(keras.callbacks.ModelCheckpoint(
         os.path.join(run_dir, MODEL_FILE), monitor=monitor, mode="min", save_best_only=True,
         initial_value_threshold=best_so_far,
@@ -695,9 +724,19 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
             except ValueError as err:  # a config problem: the CLI reports it on one line and exits 2
                 raise ConfigError(f"training.batch_size={t.batch_size} with training.distribution="
                                   f"{t.distribution}: {err}") from None
-        model = build_model(cfg, data)
+        schedule_steps, budget_left = None, t.time_budget_seconds
+        if (t.time_budget_seconds is not None and t.lr_schedule == "cosine" and t.fit_schedule_to_budget
+                and resume_epoch is None):
+            # Fit the cosine schedule into the budget: a run stopped by the clock would otherwise end at a high
+            # learning rate, far from where a finished schedule ends. The calibration counts against the budget.
+            calib_start = time.monotonic()
+            step_seconds = calibrate_step_seconds(cfg, data)
+            budget_left = max(t.time_budget_seconds - (time.monotonic() - calib_start), 1.0)
+            schedule_steps = max(1, min(t.epochs * len(data.train), int(0.97 * budget_left / step_seconds)))
+        model = build_model(cfg, data, schedule_steps=schedule_steps)
         callbacks = make_callbacks(cfg, run_dir, has_validation=data.val is not None,
-                                   resume=resume_epoch is not None, best_so_far=best_so_far)
+                                   resume=resume_epoch is not None, best_so_far=best_so_far,
+                                   time_budget_seconds=budget_left)
         if verbose == "auto":
             import sys
 

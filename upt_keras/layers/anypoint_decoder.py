@@ -1,5 +1,7 @@
 """Any-point decoder: latent tokens + arbitrary coordinates -> field values."""
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -27,6 +29,14 @@ class AnyPointDecoder(keras.layers.Layer):
         num_heads: int.
         mlp_dim: int, hidden width of the block MLPs.
         frequencies: Fourier frequencies of the query features.
+        locality: bool, add a learned distance bias to the attention logits:
+            `-s_h * |x_q - p_t|^2 / spacing^2` per head h, where `p_t` are the
+            latent tokens' positions (given at call time) and `spacing` is the
+            mean token spacing `T^(-1/coord_dim)`. The scales `s_h` start at
+            1, 1/4, 1/16, ... (heads from local to almost global) and are learned.
+            A query then starts out looking at the tokens near it, which the
+            decoder would otherwise have to learn from the Fourier features.
+            Called without positions, the decoder attends without the bias.
 
     Example:
     >>> dec = AnyPointDecoder(num_fields=2, coord_dim=2, width=32, depth=1)
@@ -35,8 +45,9 @@ class AnyPointDecoder(keras.layers.Layer):
     """
 
     def __init__(self, num_fields, coord_dim, width=128, depth=2, num_heads=4, mlp_dim=256,
-                 frequencies=(1, 2, 4, 8), **kwargs):
+                 frequencies=(1, 2, 4, 8), locality=False, **kwargs):
         super().__init__(**kwargs)
+        self.locality = bool(locality)
         self.num_fields, self.coord_dim = int(num_fields), int(coord_dim)
         self.width, self.depth, self.num_heads, self.mlp_dim = int(width), int(depth), int(num_heads), int(mlp_dim)
         self.frequencies = [float(f) for f in frequencies]
@@ -66,8 +77,24 @@ class AnyPointDecoder(keras.layers.Layer):
         self.norm.build(query_shape)
         for head in self.heads:
             head.build(query_shape)
+        if self.locality:
+            num_tokens = latent_shape[1]
+            # mean distance between neighbouring tokens, for a unit-free scale; 1 when unknown
+            self._spacing2 = float(num_tokens) ** (-2.0 / self.coord_dim) if num_tokens else 1.0
+            self.locality_log_scale = self.add_weight(
+                shape=(self.num_heads,), name="locality_log_scale",
+                initializer=keras.initializers.Constant(np.log(0.25) * np.arange(self.num_heads)),
+            )
 
-    def call(self, latent, coords):
+    def locality_bias(self, coords, positions):
+        """(B, heads, Q, T) logits bias `-s_h |x_q - p_t|^2 / spacing^2` from coords (B, Q, d) and positions (T, d)."""
+        positions = ops.cast(ops.convert_to_tensor(positions), "float32")
+        coords = ops.cast(coords, "float32")
+        d2 = ops.sum(ops.square(ops.expand_dims(coords, 2) - positions[None, None]), axis=-1)  # (B, Q, T)
+        scale = ops.exp(ops.cast(self.locality_log_scale, "float32")) / self._spacing2
+        return -ops.expand_dims(d2, 1) * scale[None, :, None, None]
+
+    def call(self, latent, coords, positions=None):
         batch = ops.shape(latent)[0]
         if len(coords.shape) not in (2, 3) or coords.shape[-1] != self.coord_dim:
             raise ValueError(
@@ -80,8 +107,9 @@ class AnyPointDecoder(keras.layers.Layer):
         for layer in self.query_mlp:
             x = layer(x)
         context = self.latent_proj(latent)
+        bias = self.locality_bias(coords, positions) if self.locality and positions is not None else None
         for block in self.blocks:
-            x = block(x, context)  # (B, Q, width)
+            x = block(x, context, bias=bias)  # (B, Q, width)
         x = self.norm(x)
         return ops.concatenate([head(x) for head in self.heads], axis=-1)  # (B, Q, num_fields)
 
@@ -96,6 +124,7 @@ class AnyPointDecoder(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "mlp_dim": self.mlp_dim,
                 "frequencies": list(self.frequencies),
+                "locality": self.locality,
             }
         )
         return config

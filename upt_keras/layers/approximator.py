@@ -24,6 +24,11 @@ class Approximator(keras.layers.Layer):
         num_heads: int.
         mlp_ratio: number, MLP hidden width / width.
         qk_norm: bool, normalise queries and keys (stabilises deep stacks).
+        zero_init: bool, start the output projection at zero, so that the
+            untrained approximator is the identity (`z_next = z`) and training
+            learns the change over one step (as DiT's adaLN-Zero and UPT's
+            `init_last_proj_zero`). Without it the first steps decode a randomly
+            perturbed latent.
 
     Example:
     >>> approx = Approximator(latent_dim=16, width=32, depth=2, num_heads=4)
@@ -31,8 +36,9 @@ class Approximator(keras.layers.Layer):
     (2, 8, 16)
     """
 
-    def __init__(self, latent_dim, width=128, depth=4, num_heads=4, mlp_ratio=4, qk_norm=True, **kwargs):
+    def __init__(self, latent_dim, width=128, depth=4, num_heads=4, mlp_ratio=4, qk_norm=True, zero_init=False, **kwargs):
         super().__init__(**kwargs)
+        self.zero_init = bool(zero_init)
         self.latent_dim, self.width, self.depth = int(latent_dim), int(width), int(depth)
         self.num_heads, self.mlp_ratio, self.qk_norm = int(num_heads), mlp_ratio, bool(qk_norm)
         policy = self.dtype_policy
@@ -47,7 +53,8 @@ class Approximator(keras.layers.Layer):
             for i in range(self.depth)
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
-        self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy)
+        zero = dict(kernel_initializer="zeros", bias_initializer="zeros") if self.zero_init else {}
+        self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy, **zero)
 
     def build(self, z_shape, dt_shape=None):
         self.in_proj.build(z_shape)
@@ -84,6 +91,7 @@ class Approximator(keras.layers.Layer):
                 "num_heads": self.num_heads,
                 "mlp_ratio": self.mlp_ratio,
                 "qk_norm": self.qk_norm,
+                "zero_init": self.zero_init,
             }
         )
         return config

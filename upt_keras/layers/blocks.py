@@ -30,17 +30,24 @@ def _fused_attention_supported(dtype):
     return _JAX_HAS_ACCELERATOR
 
 
-def scaled_dot_product_attention(q, k, v):
-    """softmax(q k^T / sqrt(d)) v for (B, T, heads, d) tensors, softmax in float32."""
+def scaled_dot_product_attention(q, k, v, bias=None):
+    """softmax(q k^T / sqrt(d) + bias) v for (B, T, heads, d) tensors, softmax in float32.
+
+    `bias`: None or additive logits broadcastable to (B, heads, T, S).
+    """
     if _fused_attention_supported(keras.backend.standardize_dtype(q.dtype)):
-        return ops.dot_product_attention(q, k, v)
-    return explicit_attention(q, k, v)
+        if bias is not None:
+            bias = ops.cast(bias, q.dtype)
+        return ops.dot_product_attention(q, k, v, bias=bias)
+    return explicit_attention(q, k, v, bias)
 
 
-def explicit_attention(q, k, v):
+def explicit_attention(q, k, v, bias=None):
     """The same attention written out (materialises the (B, heads, T, S) weights)."""
     dtype = keras.backend.standardize_dtype(q.dtype)
     logits = ops.einsum("bqhd,bkhd->bhqk", q, k) * ops.cast(q.shape[-1] ** -0.5, dtype)
+    if bias is not None:
+        logits = ops.cast(logits, "float32") + ops.cast(bias, "float32")
     weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
     return ops.einsum("bhqk,bkhd->bqhd", weights, v)
 
@@ -55,6 +62,8 @@ class Attention(keras.layers.Layer):
 
     With `context=None` this is self-attention. There is no mask: every query
     sees every key, and queries never see each other unless they are also the keys.
+    An optional additive `bias` (broadcastable to (B, heads, T, S)) is added to the
+    attention logits (the decoder's locality bias).
 
     Args:
         dim: int, model width (output width too).
@@ -97,7 +106,7 @@ class Attention(keras.layers.Layer):
         shape = ops.shape(t)
         return ops.reshape(t, (shape[0], shape[1], self.num_heads, self.head_dim))
 
-    def call(self, x, context=None):
+    def call(self, x, context=None, bias=None):
         context = x if context is None else context
         q = self._heads(self.q_proj(x))
         k = self._heads(self.k_proj(context))
@@ -105,7 +114,7 @@ class Attention(keras.layers.Layer):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
             q, k = ops.cast(q, v.dtype), ops.cast(k, v.dtype)
-        out = scaled_dot_product_attention(q, k, v)  # (B, T, heads, head_dim)
+        out = scaled_dot_product_attention(q, k, v, bias)  # (B, T, heads, head_dim)
         shape = ops.shape(out)
         return self.out_proj(ops.reshape(out, (shape[0], shape[1], self.dim)))
 
@@ -188,13 +197,13 @@ class TransformerBlock(keras.layers.Layer):
         self.norm2.build(x_shape)
         self.mlp.build(x_shape)
 
-    def call(self, x, context=None):
+    def call(self, x, context=None, bias=None):
         if self.cross_attention:
             if context is None:
                 raise ValueError("a cross-attention block needs a context")
-            x = x + self.attn(self.norm1(x), self.norm_context(context))
+            x = x + self.attn(self.norm1(x), self.norm_context(context), bias=bias)
         else:
-            x = x + self.attn(self.norm1(x))
+            x = x + self.attn(self.norm1(x), bias=bias)
         return x + self.mlp(self.norm2(x))
 
     def get_config(self):

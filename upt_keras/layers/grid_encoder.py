@@ -92,6 +92,12 @@ class GridEncoder(keras.layers.Layer):
         # Patch centres in the [0, 1) convention of `grid_coordinates`.
         centres = grid_coordinates(self.patch_grid) + (self.patch_size - 1) / (2.0 * np.array(self.grid_shape))
         self._patch_centres = centres.astype("float32")
+        # Average pooling keeps locality: token t summarises a contiguous group of patches and sits at their mean
+        # centre. Perceiver tokens have no position.
+        self.token_positions = None
+        if pooling == "average":
+            group = self.num_patches // self.num_latent_tokens
+            self.token_positions = self._patch_centres.reshape(self.num_latent_tokens, group, ndim).mean(axis=1)
 
         policy = self.dtype_policy
         conv = keras.layers.Conv1D if ndim == 1 else keras.layers.Conv2D

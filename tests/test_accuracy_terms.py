@@ -1,0 +1,206 @@
+"""The accuracy levers: decoder locality bias, zero-initialised approximator, latent consistency, budget-fitted schedule."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+from conftest import tiny_upt, to_numpy, wave_pairs
+from upt_keras.layers import AnyPointDecoder, GridEncoder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _snapshot(layer):
+    return [to_numpy(w).copy() for w in layer.trainable_weights]
+
+
+def _moved(layer, before):
+    return [not np.array_equal(b, to_numpy(w)) for w, b in zip(layer.trainable_weights, before)]
+
+
+# ----------------------------------------------------------------- decoder locality
+def test_average_pooling_tokens_sit_at_their_patch_centres():
+    enc = GridEncoder((16,), 1, patch_size=4, dim=8, num_heads=2, num_latent_tokens=2, latent_dim=8,
+                      pooling="average")
+    # patches start at 0, 4, 8, 12 (of 16); centres 1.5/16 ...; token 0 averages patches 0 and 1
+    np.testing.assert_allclose(enc.token_positions[:, 0], [(1.5 + 5.5) / 32, (9.5 + 13.5) / 32], atol=1e-7)
+    perceiver = GridEncoder((16,), 1, patch_size=4, dim=8, num_heads=2, num_latent_tokens=2, latent_dim=8)
+    assert perceiver.token_positions is None
+
+
+def test_locality_bias_prefers_near_tokens_and_keeps_queries_independent():
+    dec = AnyPointDecoder(1, 1, width=16, depth=2, num_heads=4, mlp_dim=16, locality=True)
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(2, 8, 12)).astype("float32")
+    positions = (np.arange(8, dtype="float32")[:, None] + 0.5) / 8
+    coords = rng.random((50, 1)).astype("float32")
+    with_bias = to_numpy(dec(latent, coords, positions))  # builds the layer
+    bias = to_numpy(dec.locality_bias(ops.convert_to_tensor(coords[None]), positions))
+    assert bias.shape == (1, 4, 50, 8)
+    nearest = np.argmin(np.abs(coords[:, 0:1] - positions[:, 0][None]), axis=1)
+    # head 0 (the most local) gives its largest logit to the nearest token, for every query
+    np.testing.assert_array_equal(np.argmax(bias[0, 0], axis=-1), nearest)
+    assert np.all(bias <= 0)
+    # the bias changes the output, and a query decodes alone as it does among many
+    assert not np.allclose(with_bias, to_numpy(dec(latent, coords)), atol=1e-4)
+    alone = to_numpy(dec(latent, coords[7:8], positions))
+    np.testing.assert_allclose(alone[:, 0], with_bias[:, 7], rtol=1e-5, atol=1e-5)
+
+
+def test_locality_scales_are_trained_and_saved(tmp_path):
+    model = tiny_upt((32,), pooling="average", decoder_locality=True)
+    assert model.decoder.locality and model._token_positions is not None
+    x, y = wave_pairs(4)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = to_numpy(model.decoder.locality_log_scale).copy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert not np.array_equal(before, to_numpy(model.decoder.locality_log_scale))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.decoder.locality
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------- zero-initialised approximator
+def test_zero_init_approximator_starts_as_identity_then_learns():
+    model = tiny_upt((32,), approximator_zero_init=True)
+    x, y = wave_pairs(4)
+    z = model.encode(x)
+    np.testing.assert_array_equal(to_numpy(model.step(z)), to_numpy(z))
+    # so the untrained one-step prediction is the reconstruction decode(encode(u_t))
+    np.testing.assert_allclose(to_numpy(model(x)), to_numpy(model.decode(z)), rtol=1e-6, atol=1e-6)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    z = model.encode(x)
+    assert not np.allclose(to_numpy(model.step(z)), to_numpy(z))
+    plain = tiny_upt((32,))
+    zp = plain.encode(x)
+    assert not np.allclose(to_numpy(plain.step(zp)), to_numpy(zp))
+
+
+# ----------------------------------------------------------------- latent consistency
+def test_consistency_term_matches_hand_computation():
+    model = tiny_upt((32,), lambda_latent_consistency=0.5)
+    x, y = wave_pairs(4)
+    model.compile(optimizer="adam")
+    z = model.encode(x)
+    z_next = model.step(z)
+    target = to_numpy(model.encode(y))
+    expected = np.mean((to_numpy(z_next) - target) ** 2) / np.mean(target ** 2)
+    forward = np.mean((to_numpy(model.decode(z_next)) - y) ** 2)  # field_std 1: normalised = physical
+    got = model.compute_loss(x, y, {"z": z, "z_next": z_next}, training=True)
+    np.testing.assert_allclose(to_numpy(model._consistency_term(z, z_next, y)), expected, rtol=1e-5)
+    # a step that lands on the encoding of the true next frame scores 0
+    assert float(to_numpy(model._consistency_term(z, model.encode(y), y))) < 1e-10
+    np.testing.assert_allclose(to_numpy(got), forward + 0.5 * expected, rtol=1e-4)
+    assert "consistency_loss" in [m.name for m in model.metrics]
+
+
+def test_consistency_alone_trains_approximator_and_encoder_not_decoder():
+    """Forward term off, consistency on: the approximator and the encoder move (through z_t), the decoder does not."""
+    model = tiny_upt((32,), forward_loss_weight=0.0, lambda_latent_consistency=1.0)
+    x, y = wave_pairs(4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    parts = {name: getattr(model, name) for name in ("encoder", "approximator", "decoder")}
+    before = {name: _snapshot(layer) for name, layer in parts.items()}
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    moved = {name: _moved(layer, before[name]) for name, layer in parts.items()}
+    assert all(moved["approximator"])
+    assert any(moved["encoder"])
+    assert not any(moved["decoder"])
+    assert history.history["consistency_loss"][0] > 0
+
+
+def test_consistency_off_adds_nothing():
+    model = tiny_upt((32,))
+    x, y = wave_pairs(4)
+    model.compile(optimizer="adam")
+    z = model.encode(x)
+    z_next = model.step(z)
+    got = model.compute_loss(x, y, {"z": z, "z_next": z_next}, training=True)
+    np.testing.assert_allclose(to_numpy(got), np.mean((to_numpy(model.decode(z_next)) - y) ** 2), rtol=1e-5)
+    assert "consistency_loss" not in [m.name for m in model.metrics]
+
+
+def test_consistency_brings_latent_rollouts_onto_the_encoder():
+    """Trained with the consistency term, step(encode(u_t)) lands nearer encode(u_t+1) than without it."""
+    x, y = wave_pairs(32)
+    gaps = {}
+    for weight in (0.0, 1.0):
+        model = tiny_upt((32,), lambda_latent_consistency=weight, approximator_zero_init=True, init_seed=1)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(x, y, batch_size=8, epochs=15, verbose=0)
+        z = model.encode(x)
+        gaps[weight] = float(to_numpy(model._consistency_term(z, model.step(z), y)))
+    assert gaps[1.0] < 0.5 * gaps[0.0], gaps
+
+
+def test_bad_consistency_weight():
+    with pytest.raises(ValueError, match="lambda_latent_consistency"):
+        tiny_upt((32,), lambda_latent_consistency=-1.0)
+
+
+def test_multi_step_consistency_matches_hand_computation():
+    """M = 2: the mean of the q = 1 and q = 2 terms, with targets (B, 2, *grid, C); the forward loss stays one-step."""
+    model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_steps=2)
+    assert model.target_steps == 2
+    x, y1 = wave_pairs(4)
+    y2 = np.roll(y1, 1, axis=1)
+    y = np.stack([y1, y2], axis=1)
+    model.compile(optimizer="adam")
+    z = model.encode(x)
+    z1 = model.step(z)
+    z2 = model.step(z1)
+
+    def rel(a, frame):
+        t = to_numpy(model.encode(frame))
+        return np.mean((to_numpy(a) - t) ** 2) / np.mean(t ** 2)
+
+    expected = 0.5 * (rel(z1, y1) + rel(z2, y2))
+    forward = np.mean((to_numpy(model.decode(z1)) - y1) ** 2)
+    got = model.compute_loss(x, y, {"z": z, "z_next": z1}, training=True)
+    np.testing.assert_allclose(to_numpy(got), forward + expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="latent_consistency_steps=2"):
+        model.compute_loss(x, y1[:, None].repeat(3, axis=1), {"z": z, "z_next": z1}, training=True)
+
+
+def test_multi_step_consistency_fits_through_the_pipeline():
+    model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_steps=3, rollout_loss_steps=2)
+    x, y1 = wave_pairs(8)
+    y = np.stack([np.roll(y1, k, axis=1) for k in range(3)], axis=1)
+    model.compile(optimizer="adam")
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0, validation_data=(x, y))
+    for key in ("consistency_loss", "rollout_loss", "val_forward_loss"):
+        assert np.isfinite(history.history[key][0]), key
+
+
+# ----------------------------------------------------------------- latent noise
+def test_latent_noise_perturbs_the_training_step_only():
+    x, _ = wave_pairs(4)
+    noisy = tiny_upt((32,), latent_noise=0.1, seed=3)
+    z = to_numpy(noisy.encode(x))
+    out = noisy(x, training=True)
+    np.testing.assert_allclose(to_numpy(out["z"]), z, rtol=1e-6, atol=1e-6)  # the clean latent is kept
+    clean_next = to_numpy(noisy.step(out["z"]))
+    gap = np.sqrt(np.mean((to_numpy(out["z_next"]) - clean_next) ** 2)) / np.sqrt(np.mean(z ** 2))
+    assert 1e-3 < gap < 1.0
+    again = noisy(x, training=True)
+    assert not np.allclose(to_numpy(again["z_next"]), to_numpy(out["z_next"]))  # fresh noise every call
+    np.testing.assert_allclose(to_numpy(noisy(x)), to_numpy(noisy(x)))  # inference: no noise
+    plain = tiny_upt((32,))
+    out = plain(x, training=True)
+    np.testing.assert_allclose(to_numpy(out["z_next"]), to_numpy(plain.step(out["z"])), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="latent_noise"):
+        tiny_upt((32,), latent_noise=-0.1)
+
+
+def test_latent_noise_trains_under_fit():
+    model = tiny_upt((32,), latent_noise=0.05, lambda_latent_consistency=1.0, seed=0)
+    x, y = wave_pairs(8)
+    model.compile(optimizer="adam")
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["forward_loss"][1] < history.history["forward_loss"][0]
