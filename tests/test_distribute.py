@@ -247,7 +247,7 @@ def test_torch_data_parallel_raises_documented_error():
 
 TINY_RUN = [
     "data.source=hdf5", "data.test_fraction=0.25", "data.val_fraction=0.25", "training.batch_size=8",
-    "training.epochs=3", "training.inverse_loss_warmup_epochs=1", "training.inverse_loss_ramp_epochs=0",
+    "training.epochs=3", "training.use_inverse_losses=true", "training.lambda_latent_consistency=0", "training.inverse_loss_warmup_epochs=1", "training.inverse_loss_ramp_epochs=0",
     "training.lambda_inv_enc=0.5", "training.lambda_inv_dec=0.25", "training.inverse_loss_max_weight=1.0",
     "training.inverse_loss_frequency=2", "training.query_sampling.enabled=true",
     "training.query_sampling.num_queries=12", "output.plots=false",

@@ -51,6 +51,72 @@ def test_chunked_decoding_matches_and_handles_many_points():
         assert tuple(million.shape) == (1, 10**6, 1)
 
 
+def _grad_of_decode_wrt_latent(model, z, coords, gradients):
+    """d mean(decode(z, coords)^2) / dz on the active backend (None where no gradient reaches z)."""
+    if BACKEND == "torch":
+        import torch
+
+        zt = torch.as_tensor(z).clone().requires_grad_(True)
+        out = model.decode(zt, coords, gradients=gradients)
+        if not out.requires_grad:
+            assert out.grad_fn is None  # no graph was recorded
+            return None
+        (grad,) = torch.autograd.grad(out.square().mean(), zt)
+        return grad.numpy()
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        zt = tf.convert_to_tensor(z)
+        with tf.GradientTape() as tape:
+            tape.watch(zt)
+            loss = tf.reduce_mean(tf.square(model.decode(zt, coords, gradients=gradients)))
+        grad = tape.gradient(loss, zt)
+        return None if grad is None else grad.numpy()
+    import jax
+
+    grad = jax.grad(lambda zz: jax.numpy.mean(jax.numpy.square(model.decode(zz, coords, gradients=gradients))))(
+        jax.numpy.asarray(z))
+    return np.asarray(grad)
+
+
+def test_decode_is_inference_unless_gradients_are_asked_for():
+    """`decode` records no graph and passes no gradient by default; `gradients=True` differentiates (chunked too)."""
+    model = tiny_upt((32,), decode_chunk_size=16)
+    x, _ = wave_pairs(2)
+    z = to_numpy(model.encode(x))
+    coords = np.random.default_rng(0).random((40, 1)).astype("float32")  # three chunks
+    off = _grad_of_decode_wrt_latent(model, z, coords, gradients=False)
+    on = _grad_of_decode_wrt_latent(model, z, coords, gradients=True)
+    assert off is None or not np.any(off)
+    assert on is not None and on.shape == z.shape and np.all(np.isfinite(on)) and np.any(on)
+    np.testing.assert_allclose(to_numpy(model.decode(z, coords)), to_numpy(model.decode(z, coords, gradients=True)),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_rollout_records_no_graph(monkeypatch):
+    model = tiny_upt((32,))
+    x, _ = wave_pairs(2)
+    seen = []
+    step = model.step
+
+    def watching(z, dt=None):
+        if BACKEND == "torch":
+            import torch
+
+            seen.append(torch.is_grad_enabled())
+        return step(z, dt)
+
+    monkeypatch.setattr(model, "step", watching)
+    for mode in ("latent", "physical"):
+        assert model.rollout(x, 3, mode=mode).shape == (2, 3, 32, 1)
+    assert not any(seen)
+    if BACKEND == "torch":
+        assert len(seen) == 6
+        import torch
+
+        assert torch.is_grad_enabled()  # restored afterwards
+
+
 def test_normalisation_is_internal():
     plain = tiny_upt((32,), init_seed=3)
     scaled = tiny_upt((32,), init_seed=3, field_mean=[2.0], field_std=[5.0])

@@ -19,7 +19,6 @@ Rollouts start, by default, from the first frame of every test trajectory (`star
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -27,6 +26,7 @@ import time
 import numpy as np
 
 from upt_keras import metrics as M
+from upt_keras.backend import inference_mode
 
 __all__ = [
     "inference_mode",
@@ -43,21 +43,6 @@ __all__ = [
 
 ROLLOUT_MODES = ("latent", "physical")
 METRICS_FILE = "metrics.json"
-
-
-def inference_mode():
-    """A context without gradient tracking on torch (a null context elsewhere).
-
-    Eager calls on the torch backend record the autograd graph; a 20-step rollout of 60 trajectories then held
-    about 11 GB. Evaluation never needs gradients.
-    """
-    import keras
-
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.no_grad()
-    return contextlib.nullcontext()
 
 
 def collect_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,7 @@ import numpy as np
 import keras
 from keras import ops
 
+from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
 from upt_keras.layers import AnyPointDecoder, Approximator, GridEncoder, grid_coordinates
 from upt_keras.losses import field_mse, latent_mse
@@ -246,13 +247,23 @@ class UPT(keras.Model):
         """Advances latent tokens by one time step `dt` (default: the model's dt; scalar or (B,))."""
         return self.approximator(z, dt=self.dt if dt is None else dt)
 
-    def decode(self, z, coords=None, chunk_size=None):
+    def decode(self, z, coords=None, chunk_size=None, gradients=False):
         """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)).
 
         `coords=None` decodes the full grid and returns (B, *grid, C). Large Q is
-        decoded in chunks of `chunk_size` (default `decode_chunk_size`) points, so
-        memory stays bounded however many points are asked for.
+        decoded in chunks of `chunk_size` (default `decode_chunk_size`) points.
+        This is inference: no autograd graph is recorded (on torch it runs under
+        `no_grad`) and the result carries no gradient on any backend, so memory
+        stays bounded by one chunk however many points are asked for. Pass
+        `gradients=True` to differentiate through it (each chunk's activations are
+        then kept for the backward pass, as the training objective needs).
         """
+        if gradients:
+            return self._decode(z, coords, chunk_size)
+        with inference_mode():
+            return ops.stop_gradient(self._decode(z, coords, chunk_size))
+
+    def _decode(self, z, coords=None, chunk_size=None):
         full_grid = coords is None
         coords = ops.convert_to_tensor(self.grid_coords if full_grid else coords, "float32")
         chunk = self.decode_chunk_size if chunk_size is None else int(chunk_size)
@@ -291,7 +302,7 @@ class UPT(keras.Model):
             z_next = self.step(z)
         if training:
             return {"z": z, "z_next": z_next}
-        return self.decode(z_next, coords)
+        return self._decode(z_next, coords)
 
     def rollout(self, fields0, num_steps, mode="latent", coords=None, decode_steps=None):
         """Rolls the model forward `num_steps` steps from `fields0` (B, *grid, C).
@@ -310,17 +321,18 @@ class UPT(keras.Model):
         wanted = set(range(1, num_steps + 1) if decode_steps is None else decode_steps)
         if not wanted or min(wanted) < 1 or max(wanted) > num_steps:
             raise ValueError(f"decode_steps must lie in [1, {num_steps}], got {sorted(wanted)}")
-        z = self.encode(ops.convert_to_tensor(fields0, "float32"))
         frames = []
-        for k in range(1, num_steps + 1):
-            z = self.step(z)
-            if mode == "physical":
-                fields = self.decode(z)
-                if k in wanted:
-                    frames.append(fields if coords is None else self.decode(z, coords))
-                z = self.encode(fields)
-            elif k in wanted:
-                frames.append(self.decode(z, coords))
+        with inference_mode():  # no autograd graph across the steps
+            z = self.encode(ops.convert_to_tensor(fields0, "float32"))
+            for k in range(1, num_steps + 1):
+                z = self.step(z)
+                if mode == "physical":
+                    fields = self.decode(z)
+                    if k in wanted:
+                        frames.append(fields if coords is None else self.decode(z, coords))
+                    z = self.encode(fields)
+                elif k in wanted:
+                    frames.append(ops.convert_to_numpy(self.decode(z, coords)))
         return np.stack([ops.convert_to_numpy(f) for f in frames], axis=1)
 
     # ----------------------------------------------------------------- training
@@ -333,7 +345,7 @@ class UPT(keras.Model):
             self.forward_loss_tracker.update_state(forward)
             if self.use_inverse_losses:  # reported on the full grid, not added to the loss
                 z = self.encode(fields)
-                self.inv_enc_tracker.update_state(field_mse(self.decode(z), fields, std))
+                self.inv_enc_tracker.update_state(field_mse(self._decode(z), fields, std))
                 self.inv_dec_tracker.update_state(latent_mse(self.encode(y_pred), self.step(z)))
                 self.inv_enc_weight_tracker.update_state(self.inv_enc_weight)
                 self.inv_dec_weight_tracker.update_state(self.inv_dec_weight)
@@ -355,16 +367,16 @@ class UPT(keras.Model):
             coords_q, u_t_q, u_next_q = coords, u_t, u_next
 
         def forward_only():
-            forward = field_mse(self.decode(z_next, coords_q), u_next_q, std)
+            forward = field_mse(self._decode(z_next, coords_q), u_next_q, std)
             return forward, ops.zeros((), "float32"), ops.zeros((), "float32")
 
         def with_inverse():
             # Decode the next latent once on the full grid: it serves the forward
             # loss (at the sampled points) and the inverse decoding (re-encoded).
-            u_next_pred = self.decode(z_next, coords)  # (B, N, C), physical
+            u_next_pred = self._decode(z_next, coords)  # (B, N, C), physical
             pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
             forward = field_mse(pred_q, u_next_q, std)
-            inv_enc = field_mse(self.decode(z, coords_q), u_t_q, std)
+            inv_enc = field_mse(self._decode(z, coords_q), u_t_q, std)
             reencoded = self.encode(ops.reshape(u_next_pred, (batch,) + self.grid_shape + (self.num_fields,)))
             inv_dec = latent_mse(reencoded, ops.stop_gradient(z_next))
             return forward, inv_enc, inv_dec
@@ -450,7 +462,7 @@ class UPT(keras.Model):
             target = ops.reshape(target, (ops.shape(target)[0], self.num_points, self.num_fields))
             if idx is not None:
                 target = ops.take(target, idx, axis=1)
-            extra.append(field_mse(self.decode(z, coords_q), target, std))
+            extra.append(field_mse(self._decode(z, coords_q), target, std))
         later_mean = ops.mean(ops.stack(extra))
         self.rollout_loss_tracker.update_state(later_mean)
         return (forward + later_mean * len(later)) / (len(later) + 1)
@@ -463,11 +475,12 @@ class UPT(keras.Model):
         recovers the next-step latent from its decoded field).
         """
         _, std = self._stats()
-        fields = ops.convert_to_tensor(fields, "float32")
-        z = self.encode(fields)
-        z_next = self.step(z)
-        inv_enc = field_mse(self.decode(z), fields, std)
-        inv_dec = latent_mse(self.encode(self.decode(z_next)), z_next)
+        with inference_mode():
+            fields = ops.convert_to_tensor(fields, "float32")
+            z = self.encode(fields)
+            z_next = self.step(z)
+            inv_enc = field_mse(self.decode(z), fields, std)
+            inv_dec = latent_mse(self.encode(self.decode(z_next)), z_next)
         return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
                 "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}
 
