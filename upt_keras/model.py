@@ -57,8 +57,8 @@ class UPT(keras.Model):
             needs training targets of shape (B, K, *grid, C).
         lambda_latent_consistency: float >= 0, weight of the latent-consistency
             term `||step^q(encode(u_t)) - stop_gradient(encode(u_t+q))||^2`, divided
-            by the true latent displacement `||encode(u_t+q) - encode(u_t)||^2`
-            (see `_consistency_term`).
+            by the target's second moment `mean(encode(u_t+q)^2)` (see
+            `_consistency_term`).
         latent_consistency_steps: int M >= 1, latent steps q = 1..M of that term;
             M > 1 needs targets (B, M, *grid, C) (K-step targets serve both terms:
             the model expects max(K, M) frames).
@@ -332,7 +332,7 @@ class UPT(keras.Model):
                         frames.append(fields if coords is None else self.decode(z, coords))
                     z = self.encode(fields)
                 elif k in wanted:
-                    frames.append(ops.convert_to_numpy(self.decode(z, coords)))
+                    frames.append(self.decode(z, coords))
         return np.stack([ops.convert_to_numpy(f) for f in frames], axis=1)
 
     # ----------------------------------------------------------------- training
