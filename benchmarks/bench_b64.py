@@ -53,26 +53,20 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-B64_GRID = (64, 64)
-B64_SIZES = dict(
-    num_fields=1,
-    patch_size=4,
-    encoder_dim=128,
-    encoder_depth=1,
-    encoder_heads=4,
-    num_latent_tokens=128,
-    latent_dim=128,
-    pooling="perceiver",
-    approximator_width=256,
-    approximator_depth=8,
-    approximator_heads=8,
-    mlp_ratio=4,
-    decoder_width=256,
-    decoder_depth=3,
-    decoder_heads=4,
-    decoder_mlp_dim=256,
-    frequencies=(1, 2, 4, 8),
-)
+
+def _load_presets():
+    """upt_keras/presets.py alone (no Keras import: the plain-torch rows must not carry Keras in their memory)."""
+    import importlib.util
+
+    path = os.path.join(HERE, "..", "upt_keras", "presets.py")
+    spec = importlib.util.spec_from_file_location("upt_keras_presets", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+B64_SIZES = _load_presets().preset("b64")  # the sizes of workload B64: the "b64" preset
+B64_GRID = tuple(B64_SIZES.pop("grid_shape"))
 BATCH_SIZE = 10
 LEARNING_RATE = 1e-4
 SEED = 0

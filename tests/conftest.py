@@ -5,35 +5,22 @@ import pytest
 
 import keras
 
+from upt_keras.presets import preset
+
 BACKEND = keras.backend.backend()
 
-TINY = dict(
-    patch_size=4,
-    encoder_dim=16,
-    encoder_depth=1,
-    encoder_heads=2,
-    num_latent_tokens=8,
-    latent_dim=16,
-    approximator_width=32,
-    approximator_depth=1,
-    approximator_heads=2,
-    mlp_ratio=2,
-    decoder_width=32,
-    decoder_depth=1,
-    decoder_heads=2,
-    decoder_mlp_dim=32,
-    frequencies=(1, 2, 4),
-)
+# The sizes of the "tiny" preset that a grid model uses (what the plain-torch twin takes too).
+POINT_ONLY = ("encoder", "num_supernodes", "supernode_radius", "supernode_neighbours")
+TINY = {k: v for k, v in preset("tiny").items()
+        if k not in ("grid_shape", "num_fields", "approximator_zero_init", "decoder_locality") + POINT_ONLY}
 
 
 def tiny_upt(grid_shape=(32,), num_fields=1, **kwargs):
     """A UPT small enough for unit tests on every backend."""
     from upt_keras import UPT
 
-    sizes = dict(TINY)
-    sizes.update({k: kwargs.pop(k) for k in list(kwargs) if k in TINY})
     keras.utils.set_random_seed(kwargs.pop("init_seed", 0))
-    return UPT.from_sizes(grid_shape, num_fields, **sizes, **kwargs)
+    return UPT.from_preset("tiny", grid_shape=grid_shape, num_fields=num_fields, **kwargs)
 
 
 def wave_pairs(num=16, n=32, channels=1, shift=1, seed=0):

@@ -1,7 +1,8 @@
 """Helper process for cross-backend checks: loads a .keras model under $KERAS_BACKEND and
 writes its predictions and its training loss (on fixed query indices) to an .npz file.
 
-Usage: python xbackend_worker.py MODEL.keras BATCH.npz OUT.npz
+Usage: python xbackend_worker.py MODEL.keras BATCH.npz OUT.npz [MODEL2.keras BATCH2.npz OUT2.npz ...]
+A batch with `positions` is a point cloud: the model input is {"fields": x, "positions": positions}.
 """
 
 import sys
@@ -19,16 +20,23 @@ def evaluate(model, x, y, idx):
     return pred, loss
 
 
-def main(model_path, batch_path, out_path):
+def model_input(batch):
+    if "positions" in batch:
+        return {"fields": batch["x"], "positions": batch["positions"]}
+    return batch["x"]
+
+
+def main(*paths):
     import keras
 
     import upt_keras  # noqa: F401  (registers the serialisable classes)
 
-    batch = np.load(batch_path)
-    model = keras.saving.load_model(model_path, compile=False)
-    pred, loss = evaluate(model, batch["x"], batch["y"], batch["idx"])
-    np.savez(out_path, pred=pred, loss=loss, backend=keras.backend.backend())
+    for model_path, batch_path, out_path in zip(paths[0::3], paths[1::3], paths[2::3]):
+        batch = dict(np.load(batch_path))
+        model = keras.saving.load_model(model_path, compile=False)
+        pred, loss = evaluate(model, model_input(batch), batch["y"], batch["idx"])
+        np.savez(out_path, pred=pred, loss=loss, backend=keras.backend.backend())
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:])

@@ -5,8 +5,10 @@ Importing the package registers every layer and the model with Keras, so that
 """
 
 from upt_keras.callbacks import InverseLossCurriculum, curriculum_weight
-from upt_keras.layers import AnyPointDecoder, Approximator, FourierFeatures, GridEncoder, grid_coordinates
+from upt_keras.layers import (AnyPointDecoder, Approximator, Encoder, FourierFeatures, GridEncoder, PointCloudEncoder,
+                              grid_coordinates)
 from upt_keras.model import UPT
+from upt_keras.presets import PRESETS
 from upt_keras.sampling import QuerySampler
 
 __version__ = "0.1.0"
@@ -14,9 +16,12 @@ __version__ = "0.1.0"
 __all__ = [
     "AnyPointDecoder",
     "Approximator",
+    "Encoder",
     "FourierFeatures",
     "GridEncoder",
     "InverseLossCurriculum",
+    "PRESETS",
+    "PointCloudEncoder",
     "QuerySampler",
     "UPT",
     "curriculum_weight",

@@ -106,8 +106,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Sizes of the encoder, approximator and any-point decoder."""
+    """Sizes of the encoder, approximator and any-point decoder.
 
+    `preset` names a set of sizes in `upt_keras.presets.PRESETS`: keys left out of the section take the preset's
+    value instead of the default below; keys given override it.
+    """
+
+    preset: str | None = _leaf(None, "str", nullable=True)  # checked against the presets in `_with_preset`
     patch_size: int = _leaf(4, "int", ge=1)
     encoder_dim: int = _leaf(64, "int", ge=1)
     encoder_depth: int = _leaf(1, "int", ge=0)
@@ -164,6 +169,8 @@ class TrainingConfig:
     rollout_loss_steps: int = _leaf(1, "int", ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
     lambda_latent_consistency: float = _leaf(0.0, "float", ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
     latent_noise: float = _leaf(0.0, "float", ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
+    # what the inverse decoding re-encodes: the full grid, or only the Q sampled points (point-cloud encoders)
+    inverse_decoding_points: str = _leaf("all", "str", choices=("all", "queries"))
     latent_consistency_steps: int = _leaf(1, "int", ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
     distribution: str | None = _leaf(None, "str", nullable=True, choices=("data_parallel",))
 
@@ -365,6 +372,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if not isinstance(key, str) or key not in fields:
             raise _unknown_key_error(prefix + str(key), list(fields), prefix)
+    if cls is ModelConfig and data.get("preset") is not None:
+        data = _with_preset(data, prefix)
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -374,6 +383,16 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             kwargs[name] = _check_leaf(prefix + name, data[name], f.metadata["spec"])
     return cls(**kwargs)
+
+
+def _with_preset(data: Mapping[str, Any], prefix: str) -> dict:
+    """The `model:` section with the named preset's sizes under the keys it gives."""
+    from upt_keras.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
+
+    name = _check_leaf(prefix + "preset", data["preset"], _Spec(kind="str", nullable=True, choices=GRID_PRESETS))
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in preset(name).items() if k in names}
+    return {**sizes, **data}
 
 
 def _validate_tree(obj: Any, prefix: str) -> None:

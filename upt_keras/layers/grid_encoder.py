@@ -7,6 +7,7 @@ from keras import ops
 
 from upt_keras.layers.blocks import TransformerBlock
 from upt_keras.layers.embeddings import FourierFeatures
+from upt_keras.layers.encoder import Encoder
 
 PACKAGE = "upt_keras"
 
@@ -25,7 +26,7 @@ def grid_coordinates(grid_shape):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class GridEncoder(keras.layers.Layer):
+class GridEncoder(Encoder):
     """Encodes channels-last fields on a regular grid into latent tokens.
 
     (B, X, C) or (B, H, W, C) -> patchify (a 3-point conv stem, then a conv
@@ -54,6 +55,8 @@ class GridEncoder(keras.layers.Layer):
     (2, 8, 16)
     """
 
+    input_kind = "grid"
+
     def __init__(
         self,
         grid_shape,
@@ -78,6 +81,7 @@ class GridEncoder(keras.layers.Layer):
         if pooling not in ("perceiver", "average"):
             raise ValueError(f"pooling must be 'perceiver' or 'average', got {pooling!r}")
         self.num_channels, self.patch_size, self.dim = int(num_channels), int(patch_size), int(dim)
+        self.coord_dim = len(self.grid_shape)
         self.depth, self.num_heads, self.mlp_ratio = int(depth), int(num_heads), mlp_ratio
         self.num_latent_tokens, self.latent_dim = int(num_latent_tokens), int(latent_dim)
         self.pooling, self.frequencies = pooling, [float(f) for f in frequencies]
@@ -117,10 +121,10 @@ class GridEncoder(keras.layers.Layer):
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
         self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy)
 
-    def build(self, input_shape):
-        self.check_input_shape(input_shape)
-        self.stem.build(input_shape)
-        self.patchify.build(tuple(input_shape[:-1]) + (self.dim // 2,))
+    def build(self, fields_shape, positions_shape=None):
+        self.check_input_shape(fields_shape)
+        self.stem.build(fields_shape)
+        self.patchify.build(tuple(fields_shape[:-1]) + (self.dim // 2,))
         self.pos_proj.build((None, self.pos_features.output_dim))
         token_shape = (None, self.num_patches, self.dim)
         for block in self.blocks:
@@ -153,7 +157,9 @@ class GridEncoder(keras.layers.Layer):
                 f"GridEncoder expects {self.num_channels} channel(s) on the last axis, got fields of shape {shape}"
             )
 
-    def call(self, fields):
+    def call(self, fields, positions=None):
+        if positions is not None:
+            raise ValueError("GridEncoder takes fields on its grid; the positions are implied (got positions)")
         self.check_input_shape(fields.shape)
         x = self.patchify(self.stem(fields))  # (B, *patch_grid, dim)
         batch = ops.shape(x)[0]
@@ -169,9 +175,6 @@ class GridEncoder(keras.layers.Layer):
             group = self.num_patches // self.num_latent_tokens
             x = ops.mean(ops.reshape(x, (batch, self.num_latent_tokens, group, self.dim)), axis=2)
         return self.out_proj(self.norm(x))  # (B, T, latent_dim)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_latent_tokens, self.latent_dim)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,53 @@
+"""Named presets: one source of model sizes for the model, the config and the benchmarks."""
+
+import pytest
+
+from upt_keras import UPT
+from upt_keras.config import ConfigError, config_from_dict, load_config
+from upt_keras.presets import PRESETS, SIZE_DEFAULTS, preset
+from upt_keras.training import _model_kwargs
+
+
+def test_from_preset_builds_the_preset_and_takes_overrides():
+    model = UPT.from_preset("tiny", grid_shape=(16,), num_fields=2, latent_dim=8, dt=0.5)
+    tiny = preset("tiny")
+    assert model.grid_shape == (16,) and model.num_fields == 2 and model.dt == 0.5
+    assert model.encoder.latent_dim == model.approximator.latent_dim == 8
+    assert model.encoder.dim == tiny["encoder_dim"] and model.decoder.width == tiny["decoder_width"]
+    points = UPT.from_preset("tiny", encoder="points")
+    assert points.encoder.input_kind == "points" and points.encoder.num_supernodes == tiny["num_supernodes"]
+
+
+def test_every_preset_names_only_known_sizes():
+    for name, sizes in PRESETS.items():
+        assert set(sizes) - {"grid_shape", "num_fields"} <= set(SIZE_DEFAULTS), name
+
+
+def test_unknown_preset_and_size_are_named():
+    with pytest.raises(ValueError, match="unknown model preset 'b2'.*b1d"):
+        UPT.from_preset("b2")
+    with pytest.raises(ValueError, match="latent_dims"):
+        UPT.from_sizes((32,), 1, latent_dims=3)
+
+
+def test_config_preset_fills_the_model_section_and_keys_override_it():
+    cfg = config_from_dict({"model": {"preset": "b64", "decoder_depth": 1}})
+    b64 = preset("b64")
+    assert cfg.model.approximator_depth == b64["approximator_depth"] == 8
+    assert cfg.model.decoder_depth == 1
+    assert cfg.model.frequencies == list(b64["frequencies"])
+    with pytest.raises(ConfigError, match="model.preset must be one of"):
+        config_from_dict({"model": {"preset": "points64"}})  # a point-cloud preset needs point data
+
+
+@pytest.mark.parametrize("path, name", [("configs/train_burgers1d.yaml", "b1d"),
+                                        ("configs/train_burgers2d_64.yaml", "b64")])
+def test_shipped_configs_build_their_preset(path, name):
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    kwargs = _model_kwargs(load_config(os.path.join(root, path)))
+    sizes = preset(name)
+    for key, value in kwargs.items():
+        if key in sizes:
+            assert list(value) == list(sizes[key]) if isinstance(value, (list, tuple)) else value == sizes[key], key
