@@ -54,6 +54,9 @@ VARIANTS = {
                        "training.inverse_loss_frequency=4"],
     "consistency_2_steps": ["training.latent_consistency_steps=2"],
     "latent_noise": ["training.latent_noise=0.05"],
+    # latent rollouts: train the approximator on its own outputs over 4 latent steps
+    "rollout_4_steps": ["training.rollout_loss_steps=4"],
+    "consistency_4_steps": ["training.latent_consistency_steps=4"],
     # the sizes of the previous default (4x the cost per step)
     "previous_sizes": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                        "model.decoder_depth=2", "model.decoder_mlp_dim=256"],
