@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from upt_keras import objective
-from upt_keras.backend import inference_mode
+from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates
 from upt_keras.presets import SIZE_DEFAULTS, build_parts, preset
 
@@ -164,8 +164,8 @@ class UPT(keras.Model):
         if num is None or num <= chunk:
             out = self.decoder(z, coords, positions)
         else:
-            out = ops.concatenate([self.decoder(z, coords[..., start:start + chunk, :], positions)
-                                   for start in range(0, num, chunk)], axis=1)
+            out = concat_chunks(lambda start: self.decoder(z, coords[..., start:start + chunk, :], positions), num,
+                                chunk)
         mean, std = self.field_stats()
         out = ops.cast(out, "float32") * std + mean
         if full_grid:

@@ -1,0 +1,198 @@
+"""Decoding at many points: peak memory growth and points per second, per backend.
+
+`model.decode(z, coords)` with 1e5, 1e6 and 1e7 query points on the "tiny"
+preset on a 1D grid of 256 points (8 latent tokens x 16, decoder width 32, one block), batch 2,
+in chunks of `--chunk` points (default 65,536, the model's default). Every row
+runs in a fresh Python process with one compute thread. A background thread
+samples the process's resident memory every 2 ms while the decode runs; the
+table reports the growth of that peak over the resident memory just before
+the call, and how much of it the result and the coordinates themselves account
+for (they grow with the number of points whatever the decoder does: 4 bytes
+per point for the coordinates, 4 x batch per point for the float32 output).
+
+The claim checked: inference builds no autograd state, so the growth beyond
+the inputs and outputs stays near one chunk's working set (the row with
+exactly one chunk of points), flat in the number of points. The
+`torch+grad` row decodes with `gradients=True` (what training needs): each
+chunk's activations then stay alive until the concatenation.
+
+Examples:
+    python benchmarks/bench_decode.py --out benchmarks/results_decode.md
+    python benchmarks/bench_decode.py --backends torch --points 100000 1000000
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from bench_b64 import machine_info
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GRID = (256,)
+BATCH = 2
+DEFAULT_POINTS = (100_000, 1_000_000, 10_000_000)
+DEFAULT_BACKENDS = ("torch", "tensorflow", "jax", "torch+grad")
+
+
+def _rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakSampler:
+    """Samples the resident memory in a thread; `peak` is the largest value seen between start and stop."""
+
+    def __init__(self, interval=0.002):
+        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_mib())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self.peak = _rss_mib()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
+def child(args):
+    backend, _, grad = args.backend.partition("+")
+    os.environ["KERAS_BACKEND"] = backend
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+
+    from upt_keras import UPT
+
+    model = UPT.from_preset("tiny", grid_shape=GRID, decode_chunk_size=args.chunk, seed=0)
+    rng = np.random.default_rng(0)
+    fields = rng.standard_normal((BATCH,) + GRID + (1,)).astype("float32")
+    z = model.encode(fields)
+    gradients = grad == "grad"
+    points = args.points[0]
+
+    def decode(coords):
+        return keras.ops.convert_to_numpy(model.decode(z, coords, gradients=gradients))
+
+    decode(rng.random((args.chunk, 1), dtype="float32"))  # warm-up: kernels, allocator pools
+    coords = rng.random((points, 1), dtype="float32")
+    times = []
+    for i in range(args.repeats):
+        before = _rss_mib()
+        with PeakSampler() as sampler:
+            start = time.perf_counter()
+            out = decode(coords)
+            times.append(time.perf_counter() - start)
+        if i == 0:
+            growth = sampler.peak - before
+        assert out.shape == (BATCH, points, 1), out.shape
+        del out
+    io_mib = (coords.nbytes + BATCH * points * 4) / 2**20
+    print("RESULT " + json.dumps(dict(backend=args.backend, points=points, chunk=args.chunk,
+                                      growth_mib=growth, io_mib=io_mib, seconds=statistics.median(times),
+                                      repeats=len(times))))
+
+
+def run_row(backend, points, args):
+    repeats = 1 if points >= 5_000_000 else args.repeats
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--points", str(points),
+           "--chunk", str(args.chunk), "--repeats", str(repeats)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    return dict(backend=backend, points=points, chunk=args.chunk, error=" | ".join(tail))
+
+
+def render(results, info, command):
+    lines = [
+        "# Decoding at many points: peak memory and throughput",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, one compute thread per process; Python {info['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; {info['date']}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"The `tiny` preset on a 1D grid of {GRID[0]} points (8 latent tokens x 16, decoder width 32, one block), "
+        f"batch {BATCH}, "
+        "`model.decode(z, coords)` in chunks of "
+        f"{results[0]['chunk']:,} points; one fresh process per row. *growth*: peak resident memory during the call "
+        "minus the resident memory before it (sampled every 2 ms, first call). *in/out*: the coordinates and the "
+        "float32 result, which any decoder must hold. *beyond in/out* = growth - in/out: what the decoding itself "
+        "keeps alive. Points/s: median over the repeats (one call at 1e7 points).",
+        "",
+        "| backend | points | growth (MiB) | in/out (MiB) | beyond in/out (MiB) | seconds | points/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['backend']} | {r['points']:,} | failed: {r['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {r['backend']} | {r['points']:,} | {r['growth_mib']:.0f} | {r['io_mib']:.0f} | "
+            f"{r['growth_mib'] - r['io_mib']:.0f} | {r['seconds']:.2f} | {r['points'] / r['seconds']:,.0f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS),
+                        help="torch, tensorflow, jax; torch+grad decodes with gradients=True")
+    parser.add_argument("--points", nargs="+", type=int, default=list(DEFAULT_POINTS))
+    parser.add_argument("--chunk", type=int, default=65536)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", help="write the markdown table here (and the raw numbers next to it as .json)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(args)
+    results = []
+    for backend in args.backends:
+        # one chunk first: the working set the other rows are compared with
+        rows = [args.chunk] + list(args.points)
+        if backend.endswith("+grad"):  # with gradients kept, 1e7 points would need many GB: show the trend
+            rows = [p for p in rows if p <= 1_000_000]
+        for points in rows:
+            result = run_row(backend, points, args)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    command = "python benchmarks/bench_decode.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]))
+    text = render(results, machine_info(), command.strip())
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+            json.dump(dict(machine=machine_info(), results=results), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
