@@ -243,7 +243,7 @@ class ReferenceUPT(nn.Module):
         if encoder != "grid" or approximator_zero_init or decoder_locality:
             raise NotImplementedError("the plain-torch twin has a grid encoder, no zero-init approximator and no "
                                       "decoder locality bias")
-        unknown = set(unused_sizes) - {"num_supernodes", "supernode_radius", "supernode_neighbours"}
+        unknown = set(unused_sizes) - {"num_supernodes", "supernodes", "supernode_radius", "supernode_neighbours"}
         if unknown:
             raise TypeError(f"unknown size(s): {', '.join(sorted(unknown))}")
         self.grid_shape, self.num_fields, self.dt = tuple(grid_shape), num_fields, float(dt)

@@ -10,7 +10,7 @@ from upt_keras.presets import preset
 BACKEND = keras.backend.backend()
 
 # The sizes of the "tiny" preset that a grid model uses (what the plain-torch twin takes too).
-POINT_ONLY = ("encoder", "num_supernodes", "supernode_radius", "supernode_neighbours")
+POINT_ONLY = ("encoder", "num_supernodes", "supernodes", "supernode_radius", "supernode_neighbours")
 TINY = {k: v for k, v in preset("tiny").items()
         if k not in ("grid_shape", "num_fields", "approximator_zero_init", "decoder_locality") + POINT_ONLY}
 

@@ -167,3 +167,19 @@ def test_inverse_decoding_from_queries_needs_a_point_encoder():
         tiny_upt((32,), inverse_decoding_points="queries")
     with pytest.raises(ValueError, match="num_supernodes"):
         tiny_upt((32,), encoder="points", num_queries=4, inverse_decoding_points="queries")
+
+
+def test_grid_supernodes_give_tokens_positions_and_tolerate_empty_neighbourhoods():
+    enc = PointCloudEncoder(1, 2, num_supernodes=16, supernodes="grid", radius=0.01, max_neighbours=4, dim=16,
+                            num_heads=2, num_latent_tokens=4, latent_dim=8)
+    # 4x4 anchors at cell centres, tokens at the mean of 4 consecutive anchors (row-major)
+    np.testing.assert_allclose(enc.token_positions[0], [0.125, 0.5], atol=1e-6)
+    assert enc.token_positions.shape == (4, 2)
+    rng = np.random.default_rng(0)
+    out = to_numpy(enc(rng.normal(size=(2, 5, 1)).astype("float32"), rng.random((2, 5, 2)).astype("float32")))
+    assert out.shape == (2, 4, 8) and np.isfinite(out).all()  # fewer points than anchors, most anchors hear none
+    with pytest.raises(ValueError, match="n\\^2"):
+        PointCloudEncoder(1, 2, num_supernodes=10, supernodes="grid", num_latent_tokens=2)
+    model = UPT.from_preset("tiny", grid_shape=(8, 8), encoder="points", num_supernodes=16, supernodes="grid",
+                            num_latent_tokens=4, decoder_locality=True)
+    assert model._token_positions.shape == (4, 2)

@@ -18,6 +18,7 @@ SIZE_DEFAULTS = dict(
     latent_dim=64,
     pooling="perceiver",
     num_supernodes=256,
+    supernodes="sampled",
     supernode_radius=0.08,
     supernode_neighbours=16,
     approximator_width=128,
@@ -50,12 +51,13 @@ PRESETS = {
         decoder_mlp_dim=256, frequencies=(1, 2, 4, 8),
     ),
     # 2D 64x64 fields given as scattered points (benchmarks/bench_points.py), a CPU-sized point-cloud UPT
+    # (supernodes at fixed anchors, so latent tokens have positions and the decoder's locality bias applies)
     "points64": dict(
         encoder="points", grid_shape=(64, 64), num_fields=1, encoder_dim=64, encoder_depth=1, encoder_heads=4,
-        num_supernodes=256, supernode_radius=0.06, supernode_neighbours=16, num_latent_tokens=64, latent_dim=64,
-        approximator_width=128, approximator_depth=2, approximator_heads=4, approximator_zero_init=True,
-        mlp_ratio=4, decoder_width=64, decoder_depth=2, decoder_heads=4, decoder_mlp_dim=128,
-        frequencies=(1, 2, 4, 8, 16),
+        num_supernodes=256, supernodes="grid", supernode_radius=0.06, supernode_neighbours=16,
+        num_latent_tokens=64, latent_dim=64, approximator_width=128, approximator_depth=2, approximator_heads=4,
+        approximator_zero_init=True, mlp_ratio=4, decoder_width=64, decoder_depth=2, decoder_heads=4,
+        decoder_mlp_dim=128, decoder_locality=True, frequencies=(1, 2, 4),
     ),
     # the smallest useful model, for tests and quick checks
     "tiny": dict(
@@ -95,7 +97,7 @@ def build_parts(grid_shape, num_fields=1, **sizes):
     elif s["encoder"] == "points":
         encoder = PointCloudEncoder(
             num_fields, ndim, num_supernodes=s["num_supernodes"], radius=s["supernode_radius"],
-            max_neighbours=s["supernode_neighbours"], dim=s["encoder_dim"], depth=s["encoder_depth"],
+            max_neighbours=s["supernode_neighbours"], supernodes=s["supernodes"], dim=s["encoder_dim"], depth=s["encoder_depth"],
             num_heads=s["encoder_heads"], mlp_ratio=s["mlp_ratio"], num_latent_tokens=s["num_latent_tokens"],
             latent_dim=s["latent_dim"], frequencies=s["frequencies"], name="encoder",
         )

@@ -1,5 +1,7 @@
 """Point-cloud encoder: fields at scattered points -> latent tokens, by supernode pooling."""
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -16,16 +18,19 @@ class PointCloudEncoder(Encoder):
 
     fields (B, N, C) at positions (B, N, d) ->
     1. every point is embedded from its values and the Fourier features of its position;
-    2. `num_supernodes` S of the points become supernodes (points `floor(i N / S)`,
-       i = 0..S-1: with points in random order a random subset, on a row-major grid
-       an even cover);
+    2. S = `num_supernodes` supernodes: with `supernodes="sampled"` (UPT's choice) S of
+       the points (points `floor(i N / S)`, i = 0..S-1: with points in random order a
+       random subset, on a row-major grid an even cover); with `"grid"` S fixed anchors
+       at the cell centres of a regular grid (S must be n^d), whatever the points;
     3. message passing: each supernode averages messages `MLP([h_j, (x_j - x_s) / radius])`
        from its `max_neighbours` nearest points within `radius` (itself included);
        with `periodic` the offsets wrap around the unit cube;
     4. + Fourier features of the supernode positions, `depth` self-attention blocks
        over the S supernode tokens;
-    5. perceiver pooling (learned queries cross-attend to the supernodes) to
-       `num_latent_tokens` tokens, projected to `latent_dim`.
+    5. `"sampled"`: perceiver pooling (learned queries cross-attend to the supernodes) to
+       `num_latent_tokens` tokens; `"grid"`: the mean of groups of S / T consecutive
+       anchors, so every latent token has a fixed position (`token_positions`, which the
+       decoder's locality bias uses); then projected to `latent_dim`.
     The cost is linear in N (the neighbour search is S x N distances); N may differ
     between calls and the points between samples.
 
@@ -43,6 +48,7 @@ class PointCloudEncoder(Encoder):
         latent_dim: int.
         frequencies: Fourier frequencies of the position features.
         periodic: bool, the domain is periodic (offsets wrap).
+        supernodes: `"sampled"` or `"grid"` (see above).
 
     Example:
     >>> enc = PointCloudEncoder(1, 2, num_supernodes=32, dim=32, num_latent_tokens=8, latent_dim=16)
@@ -54,7 +60,7 @@ class PointCloudEncoder(Encoder):
 
     def __init__(self, num_channels, coord_dim, num_supernodes=256, radius=0.08, max_neighbours=16, dim=64, depth=1,
                  num_heads=4, mlp_ratio=4, num_latent_tokens=32, latent_dim=64, frequencies=(1, 2, 4, 8),
-                 periodic=True, **kwargs):
+                 periodic=True, supernodes="sampled", **kwargs):
         super().__init__(**kwargs)
         if int(coord_dim) not in (1, 2, 3):
             raise ValueError(f"coord_dim must be 1, 2 or 3, got {coord_dim}")
@@ -68,7 +74,21 @@ class PointCloudEncoder(Encoder):
         self.dim, self.depth, self.num_heads, self.mlp_ratio = int(dim), int(depth), int(num_heads), mlp_ratio
         self.num_latent_tokens, self.latent_dim = int(num_latent_tokens), int(latent_dim)
         self.frequencies, self.periodic = [float(f) for f in frequencies], bool(periodic)
+        if supernodes not in ("sampled", "grid"):
+            raise ValueError(f"supernodes must be 'sampled' or 'grid', got {supernodes!r}")
+        self.supernodes = supernodes
         self.token_positions = None  # perceiver tokens have no position
+        if supernodes == "grid":
+            side = int(round(self.num_supernodes ** (1.0 / self.coord_dim)))
+            if side ** self.coord_dim != self.num_supernodes or self.num_supernodes % self.num_latent_tokens:
+                raise ValueError(
+                    f"supernodes='grid' needs num_supernodes=n^{self.coord_dim} (got {self.num_supernodes}) and "
+                    f"num_latent_tokens={self.num_latent_tokens} dividing it")
+            axes = [(np.arange(side) + 0.5) / side] * self.coord_dim
+            mesh = np.meshgrid(*axes, indexing="ij")
+            self._anchors = np.stack([m.reshape(-1) for m in mesh], axis=-1).astype("float32")  # (S, d)
+            group = self.num_supernodes // self.num_latent_tokens
+            self.token_positions = self._anchors.reshape(self.num_latent_tokens, group, self.coord_dim).mean(axis=1)
         policy = self.dtype_policy
         self.pos_features = FourierFeatures(self.coord_dim, self.frequencies, name="pos_features", dtype=policy)
         self.point_embed = keras.layers.Dense(self.dim, activation="gelu", name="point_embed", dtype=policy)
@@ -78,8 +98,9 @@ class PointCloudEncoder(Encoder):
         mlp_dim = int(self.dim * mlp_ratio)
         self.blocks = [TransformerBlock(self.dim, self.num_heads, mlp_dim, name=f"block_{i}", dtype=policy)
                        for i in range(self.depth)]
-        self.pool = TransformerBlock(self.dim, self.num_heads, mlp_dim, cross_attention=True, name="perceiver",
-                                     dtype=policy)
+        if supernodes == "sampled":
+            self.pool = TransformerBlock(self.dim, self.num_heads, mlp_dim, cross_attention=True, name="perceiver",
+                                         dtype=policy)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
         self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy)
 
@@ -92,13 +113,14 @@ class PointCloudEncoder(Encoder):
         for block in self.blocks:
             block.build(token_shape)
         pooled_shape = (None, self.num_latent_tokens, self.dim)
-        self.pool.build(pooled_shape, token_shape)
         self.norm.build(pooled_shape)
         self.out_proj.build(pooled_shape)
-        self.latent_queries = self.add_weight(
-            shape=(self.num_latent_tokens, self.dim), initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="latent_queries",
-        )
+        if self.supernodes == "sampled":
+            self.pool.build(pooled_shape, token_shape)
+            self.latent_queries = self.add_weight(
+                shape=(self.num_latent_tokens, self.dim),
+                initializer=keras.initializers.TruncatedNormal(stddev=0.02), name="latent_queries",
+            )
 
     def _offsets(self, a, b):
         """a - b for positions broadcast against each other, wrapped to [-0.5, 0.5) when periodic."""
@@ -115,24 +137,27 @@ class PointCloudEncoder(Encoder):
             raise ValueError(f"PointCloudEncoder expects positions of shape (batch, N, {self.coord_dim}), "
                              f"got shape {tuple(positions.shape)}")
         num_points = fields.shape[1]
-        if num_points is not None and num_points < self.num_supernodes:
+        if self.supernodes == "sampled" and num_points is not None and num_points < self.num_supernodes:
             raise ValueError(f"PointCloudEncoder with num_supernodes={self.num_supernodes} needs at least that many "
                              f"points, got fields of shape {tuple(fields.shape)}")
         positions = ops.cast(positions, "float32")
         h = self.point_embed(ops.concatenate(
             [ops.cast(fields, self.compute_dtype), self.pos_features(positions)], axis=-1))  # (B, N, dim)
-        # supernodes: S evenly spaced indices into the points
-        n = ops.shape(fields)[1]
-        sup_idx = ops.cast(ops.floor(ops.arange(self.num_supernodes, dtype="float32")
-                                     * ops.cast(n, "float32") / self.num_supernodes), "int32")
-        sup_pos = ops.take(positions, sup_idx, axis=1)  # (B, S, d)
+        batch = ops.shape(fields)[0]
+        if self.supernodes == "grid":
+            anchors = ops.convert_to_tensor(self._anchors)
+            sup_pos = ops.broadcast_to(anchors[None], (batch,) + tuple(anchors.shape))  # (B, S, d)
+        else:  # S evenly spaced indices into the points
+            n = ops.shape(fields)[1]
+            sup_idx = ops.cast(ops.floor(ops.arange(self.num_supernodes, dtype="float32")
+                                         * ops.cast(n, "float32") / self.num_supernodes), "int32")
+            sup_pos = ops.take(positions, sup_idx, axis=1)  # (B, S, d)
         # the K nearest points of each supernode (S x N distances), kept when within the radius
         offsets = self._offsets(positions[:, None, :, :], sup_pos[:, :, None, :])  # (B, S, N, d)
         d2 = ops.sum(ops.square(offsets), axis=-1)  # (B, S, N)
         k = self.max_neighbours if num_points is None else min(self.max_neighbours, num_points)
         neg_d2, nb_idx = ops.top_k(-d2, k=k)  # (B, S, K)
-        mask = ops.cast(-neg_d2 <= self.radius ** 2, "float32")  # the supernode itself is always in
-        batch = ops.shape(fields)[0]
+        mask = ops.cast(-neg_d2 <= self.radius ** 2, "float32")  # a sampled supernode itself is always in
         flat = ops.reshape(nb_idx, (batch, self.num_supernodes * k, 1))
         h_nb = ops.take_along_axis(h, flat, axis=1)  # (B, S*K, dim)
         pos_nb = ops.take_along_axis(positions, flat, axis=1)  # (B, S*K, d)
@@ -143,13 +168,18 @@ class PointCloudEncoder(Encoder):
         for layer in self.message:
             msg = layer(msg)  # (B, S, K, dim)
         mask = ops.cast(mask, msg.dtype)[..., None]
-        x = ops.sum(msg * mask, axis=2) / ops.sum(mask, axis=2)  # (B, S, dim)
+        # mean over the neighbours in the radius (an anchor with none gets a zero message)
+        x = ops.sum(msg * mask, axis=2) / ops.maximum(ops.sum(mask, axis=2), ops.cast(1.0, msg.dtype))  # (B, S, dim)
         x = x + self.supernode_pos(self.pos_features(sup_pos))
         for block in self.blocks:
             x = block(x)
-        queries = ops.cast(ops.expand_dims(self.latent_queries, 0), x.dtype)
-        queries = ops.broadcast_to(queries, (batch, self.num_latent_tokens, self.dim))
-        x = self.pool(queries, x)  # (B, T, dim)
+        if self.supernodes == "grid":
+            group = self.num_supernodes // self.num_latent_tokens
+            x = ops.mean(ops.reshape(x, (batch, self.num_latent_tokens, group, self.dim)), axis=2)  # (B, T, dim)
+        else:
+            queries = ops.cast(ops.expand_dims(self.latent_queries, 0), x.dtype)
+            queries = ops.broadcast_to(queries, (batch, self.num_latent_tokens, self.dim))
+            x = self.pool(queries, x)  # (B, T, dim)
         return self.out_proj(self.norm(x))  # (B, T, latent_dim)
 
     def get_config(self):
@@ -169,6 +199,7 @@ class PointCloudEncoder(Encoder):
                 "latent_dim": self.latent_dim,
                 "frequencies": list(self.frequencies),
                 "periodic": self.periodic,
+                "supernodes": self.supernodes,
             }
         )
         return config
