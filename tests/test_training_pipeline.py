@@ -286,6 +286,9 @@ def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatc
 
     monkeypatch.setattr(training, "build_model", spy)
     monkeypatch.setattr(training, "calibrate_step_seconds", lambda cfg, data: 0.5)  # a known step time
+    from upt_keras import evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: {})  # not what is tested here (and slow)
     cfg = tiny_cfg(burgers_file, "training.epochs=100", "training.time_budget_seconds=2", "output.plots=false")
     model, _, _ = training.train(cfg, run_dir=str(tmp_path / "run"), verbose=0)
     fitted = seen["schedule_steps"][0]
