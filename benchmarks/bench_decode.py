@@ -32,18 +32,13 @@ import time
 
 import numpy as np
 
-from bench_b64 import machine_info
+from bench_b64 import _rss_mib, machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GRID = (256,)
 BATCH = 2
 DEFAULT_POINTS = (100_000, 1_000_000, 10_000_000)
 DEFAULT_BACKENDS = ("torch", "tensorflow", "jax", "torch+grad")
-
-
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class PeakSampler:

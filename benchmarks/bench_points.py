@@ -71,11 +71,6 @@ def scatter(u, num_points, seed):
     return np.take_along_axis(flat, idx[..., None], axis=1), coords[idx]
 
 
-def nrmse(pred, true):
-    err = np.sqrt(np.sum((pred - true) ** 2, axis=(1, 2, 3)))
-    return float(np.mean(err / np.sqrt(np.sum(true ** 2, axis=(1, 2, 3)))))
-
-
 def worker(args):
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.core})
@@ -85,6 +80,7 @@ def worker(args):
     import keras
 
     from upt_keras import UPT
+    from upt_keras.metrics import nrmse
 
     keras.utils.set_random_seed(0)
     data = np.load(args.data)
@@ -113,8 +109,7 @@ def worker(args):
     history = model.fit(train_x, y_tr, batch_size=16, epochs=1000, callbacks=[Budget()], verbose=0)
     seconds = time.perf_counter() - start
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    steps = int(model.optimizer.iterations.numpy() if hasattr(model.optimizer.iterations, "numpy")
-                else keras.ops.convert_to_numpy(model.optimizer.iterations))
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     out = dict(worker=args.worker, steps=steps, seconds=seconds, epochs=len(history.history["loss"]),
                params=int(model.count_params()), peak_rss_mib=peak_rss_mib)
     if args.worker.startswith("points"):

@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+from keras import ops
 
 
 def inference_mode():
@@ -39,6 +40,4 @@ def concat_chunks(make_chunk, total, chunk):
             for start in starts[1:]:
                 out[:, start:start + chunk] = make_chunk(start)
             return out
-    from keras import ops
-
     return ops.concatenate([make_chunk(start) for start in starts], axis=1)

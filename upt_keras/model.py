@@ -85,10 +85,10 @@ class UPT(keras.Model):
         self.build()
 
     @classmethod
-    def from_sizes(cls, grid_shape, num_fields=1, *, encoder="grid", **kwargs):
+    def from_sizes(cls, grid_shape, num_fields=1, **kwargs):
         """Builds the three parts from plain sizes (`presets.SIZE_DEFAULTS`); other keywords go to `UPT`."""
         sizes = {k: kwargs.pop(k) for k in list(kwargs) if k in SIZE_DEFAULTS}
-        parts = build_parts(grid_shape, num_fields, encoder=encoder, **sizes)
+        parts = build_parts(grid_shape, num_fields, **sizes)
         return cls(*parts, grid_shape=grid_shape, **kwargs)
 
     @classmethod

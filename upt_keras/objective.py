@@ -28,6 +28,7 @@ Terms (normalised units, every field alike):
 import keras
 from keras import ops
 
+from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
 from upt_keras.losses import field_mse, latent_mse
 from upt_keras.sampling import QuerySampler
@@ -50,10 +51,7 @@ TRAINING_DEFAULTS = dict(
 
 
 def configure(model, **settings):
-    """Validates the training settings, sets them on `model` and creates its training state."""
-    unknown = sorted(set(settings) - set(TRAINING_DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown UPT training argument(s): {', '.join(unknown)}")
+    """Validates the training settings (keys of `TRAINING_DEFAULTS`), sets them on `model`, creates its state."""
     s = dict(TRAINING_DEFAULTS, **settings)
     for name in ("lambda_inv_enc", "lambda_inv_dec", "forward_loss_weight", "lambda_latent_consistency",
                  "latent_noise"):
@@ -283,16 +281,13 @@ def rollout_term(model, forward, z_next, later, idx, coords_q, std):
 
 def inverse_losses(model, inputs):
     """Inverse-encoding and inverse-decoding MSE on the full grid, as floats (for evaluation)."""
-    from upt_keras.backend import inference_mode
-
     _, std = model.field_stats()
     with inference_mode():
         fields, positions = input_fields(model, inputs)
         fields = ops.convert_to_tensor(fields, "float32")
         z = model.encode(fields, positions)
         z_next = model.step(z)
-        coords = model.grid_coords if positions is None else positions
-        inv_enc = _inverse_encoding(model, z, fields, positions, None, coords, std)
+        inv_enc = _inverse_encoding(model, z, fields, positions, None, model.grid_coords, std)
         inv_dec = latent_mse(model.encode_grid(model._decode(z_next)), z_next)
     return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
             "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}

@@ -300,16 +300,11 @@ def make_optimizer(cfg: Config, total_steps: int):
 
 
 def _model_kwargs(cfg: Config) -> dict:
-    m = cfg.model
-    return dict(
-        patch_size=m.patch_size, encoder_dim=m.encoder_dim, encoder_depth=m.encoder_depth,
-        encoder_heads=m.encoder_heads, num_latent_tokens=m.num_latent_tokens, latent_dim=m.latent_dim,
-        pooling=m.pooling, approximator_width=m.approximator_width, approximator_depth=m.approximator_depth,
-        approximator_heads=m.approximator_heads, mlp_ratio=m.mlp_ratio, decoder_width=m.decoder_width,
-        decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, decoder_mlp_dim=m.decoder_mlp_dim,
-        frequencies=list(m.frequencies), decode_chunk_size=m.decode_chunk_size,
-        decoder_locality=m.decoder_locality, approximator_zero_init=m.approximator_zero_init,
-    )
+    from upt_keras.presets import SIZE_DEFAULTS
+
+    # every size the config section has (presets.SIZE_DEFAULTS is the list), and the decoding chunk
+    sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS if hasattr(cfg.model, k)}
+    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size)
 
 
 def _check_supported(cfg: Config) -> None:

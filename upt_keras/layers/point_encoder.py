@@ -157,7 +157,7 @@ class PointCloudEncoder(Encoder):
         d2 = ops.sum(ops.square(offsets), axis=-1)  # (B, S, N)
         k = self.max_neighbours if num_points is None else min(self.max_neighbours, num_points)
         neg_d2, nb_idx = ops.top_k(-d2, k=k)  # (B, S, K)
-        mask = ops.cast(-neg_d2 <= self.radius ** 2, "float32")  # a sampled supernode itself is always in
+        in_radius = -neg_d2 <= self.radius ** 2  # a sampled supernode itself is always in
         flat = ops.reshape(nb_idx, (batch, self.num_supernodes * k, 1))
         h_nb = ops.take_along_axis(h, flat, axis=1)  # (B, S*K, dim)
         pos_nb = ops.take_along_axis(positions, flat, axis=1)  # (B, S*K, d)
@@ -167,7 +167,7 @@ class PointCloudEncoder(Encoder):
                                ops.cast(rel, self.compute_dtype)], axis=-1)
         for layer in self.message:
             msg = layer(msg)  # (B, S, K, dim)
-        mask = ops.cast(mask, msg.dtype)[..., None]
+        mask = ops.cast(in_radius, msg.dtype)[..., None]
         # mean over the neighbours in the radius (an anchor with none gets a zero message)
         x = ops.sum(msg * mask, axis=2) / ops.maximum(ops.sum(mask, axis=2), ops.cast(1.0, msg.dtype))  # (B, S, dim)
         x = x + self.supernode_pos(self.pos_features(sup_pos))
