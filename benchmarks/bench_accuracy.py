@@ -57,6 +57,17 @@ VARIANTS = {
     # latent rollouts: train the approximator on its own outputs over 4 latent steps
     "rollout_4_steps": ["training.rollout_loss_steps=4"],
     "consistency_4_steps": ["training.latent_consistency_steps=4"],
+    # the consistency error relative to the latent step (an approximator that does not move scores 1)
+    "step_norm": ["training.latent_consistency_norm=step"],
+    "step_norm_0.1": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.1"],
+    "step_norm_0.01": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.01"],
+    # reconstruction on every step: the decoder must reproduce u_t from encode(u_t), so the dynamics live in the
+    # approximator (without it the decoder learns u_t -> u_t+1 and the latent step is left with nothing to do)
+    "recon": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0", "training.lambda_inv_dec=0",
+              "training.inverse_loss_max_weight=1.0", "training.inverse_loss_frequency=1"],
+    "recon_step": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0", "training.lambda_inv_dec=0",
+                   "training.inverse_loss_max_weight=1.0", "training.inverse_loss_frequency=1",
+                   "training.latent_consistency_norm=step"],
     # the sizes of the previous default (4x the cost per step)
     "previous_sizes": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                        "model.decoder_depth=2", "model.decoder_mlp_dim=256"],

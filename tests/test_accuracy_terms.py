@@ -139,6 +139,52 @@ def test_consistency_brings_latent_rollouts_onto_the_encoder():
     assert gaps[1.0] < 0.5 * gaps[0.0], gaps
 
 
+def test_step_norm_consistency_matches_hand_computation_and_scores_the_identity_one():
+    """latent_consistency_norm="step": the error relative to the latent displacement encode(u_t+q) - z_t."""
+    model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm="step",
+                     latent_consistency_steps=2)
+    x, y1 = wave_pairs(4)
+    y2 = np.roll(y1, 1, axis=1)
+    z = model.encode(x)
+    z1 = model.step(z)
+    z2 = model.step(z1)
+    zn = to_numpy(z)
+
+    def rel(a, frame):
+        t = to_numpy(model.encode(frame))
+        return np.mean((to_numpy(a) - t) ** 2) / np.mean((t - zn) ** 2)
+
+    got = to_numpy(objective.consistency_term(model, z, z1, y1, [y2]))
+    np.testing.assert_allclose(got, 0.5 * (rel(z1, y1) + rel(z2, y2)), rtol=1e-5)
+    # an approximator that does not move (zero-initialised) scores exactly 1; under "latent" it scores far less
+    still = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm="step", approximator_zero_init=True)
+    zs = still.encode(x)
+    np.testing.assert_allclose(to_numpy(objective.consistency_term(still, zs, still.step(zs), y1)), 1.0, rtol=1e-5)
+    still.latent_consistency_norm = "latent"
+    assert float(to_numpy(objective.consistency_term(still, zs, still.step(zs), y1))) < 0.5
+
+
+def test_step_norm_consistency_trains_the_latent_step_further_than_latent_norm():
+    """Same data, seed and steps: the step-normalised term moves step(z_t) nearer encode(u_t+1), relative to the
+    true displacement, than the latent-normalised one (whose error is small from the start)."""
+    x, y = wave_pairs(32)
+    gaps = {}
+    for norm in ("latent", "step"):
+        model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm=norm,
+                         approximator_zero_init=True, init_seed=1)
+        model.compile(optimizer=keras.optimizers.Adam(3e-3))
+        model.fit(x, y, batch_size=8, epochs=15, verbose=0)
+        z = model.encode(x)
+        model.latent_consistency_norm = "step"  # measure both the same way
+        gaps[norm] = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+    assert gaps["step"] < 0.7 * gaps["latent"], gaps
+
+
+def test_bad_consistency_norm():
+    with pytest.raises(ValueError, match="latent_consistency_norm"):
+        tiny_upt((32,), latent_consistency_norm="batch")
+
+
 def test_bad_consistency_weight():
     with pytest.raises(ValueError, match="lambda_latent_consistency"):
         tiny_upt((32,), lambda_latent_consistency=-1.0)

@@ -172,6 +172,8 @@ class TrainingConfig:
     # what the inverse decoding re-encodes: the full grid, or only the Q sampled points (point-cloud encoders)
     inverse_decoding_points: str = _leaf("all", "str", choices=("all", "queries"))
     latent_consistency_steps: int = _leaf(1, "int", ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
+    # what the consistency error is relative to: the target latent's second moment, or the latent step itself
+    latent_consistency_norm: str = _leaf("latent", "str", choices=("latent", "step"))
     distribution: str | None = _leaf(None, "str", nullable=True, choices=("data_parallel",))
 
     @property
