@@ -296,8 +296,11 @@ def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatc
     assert model.optimizer.learning_rate is not None
     seen.clear()
     cfg = tiny_cfg(burgers_file, "training.epochs=1", "output.plots=false")  # no budget: the configured epochs
-    training.train(cfg, run_dir=str(tmp_path / "run2"), verbose=0)
+    epochs = []  # and the caller's own callbacks run too
+    recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(epoch))
+    training.train(cfg, run_dir=str(tmp_path / "run2"), verbose=0, callbacks=[recorder])
     assert seen["schedule_steps"][0] is None
+    assert epochs == [0]
 
 
 def test_calibrate_step_seconds_leaves_the_model_unchanged(burgers_file):

@@ -34,10 +34,6 @@ one the interrupted run used; otherwise a `ConfigError` says so.
 
 Early stopping and the best checkpoint watch `val_forward_loss` (the unweighted one-step loss), never the total loss,
 whose inverse-loss terms ramp up during training.
-
-Test hook (for the test suite only, not a user option): when the environment variable `UPT_KERAS_TEST_KILL_AT` is
-`"E:B"`, the process kills itself with SIGKILL at the start of batch `B` of epoch `E` (both 0-based), which simulates
-an interrupted run.
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ import csv
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,11 +71,7 @@ __all__ = [
     "make_callbacks",
     "backup_epoch",
     "train",
-    "TEST_KILL_ENV",
 ]
-
-#: Test-only environment variable: `"E:B"` kills the training process at batch B of epoch E (see the module doc).
-TEST_KILL_ENV = "UPT_KERAS_TEST_KILL_AT"
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
@@ -458,32 +449,6 @@ def _make_time_budget_class():
     return TimeBudget
 
 
-def _make_kill_class():
-    Callback = _callback_base()
-
-    class _KillAt(Callback):
-        """Test hook: SIGKILL this process at batch `batch` of epoch `epoch` (simulates an interruption)."""
-
-        def __init__(self, epoch, batch):
-            super().__init__()
-            self.epoch, self.batch, self._current = int(epoch), int(batch), -1
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._current = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if self._current == self.epoch and batch == self.batch:
-                import sys
-
-                sys.stdout.flush()
-                sys.stderr.flush()
-                if hasattr(signal, "SIGKILL"):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                os._exit(137)  # pragma: no cover (platforms without SIGKILL)
-
-    return _KillAt
-
-
 _CLASSES: dict = {}
 
 
@@ -560,10 +525,6 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(run_dir, HISTORY_FILE), append=bool(resume)))
     if cfg.output.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "logs")))
-    kill_at = os.environ.get(TEST_KILL_ENV)
-    if kill_at:
-        epoch, _, batch = kill_at.partition(":")
-        callbacks.append(_make_kill_class()(int(epoch), int(batch or 0)))
     return callbacks
 
 
@@ -662,7 +623,7 @@ def _resolved_config(cfg: Config, run_dir: str) -> Config:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
+def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, callbacks=None):
     """Train a UPT as configured, evaluate it on the test split and write the run directory.
 
     Steps: resolve `run_dir` (default `cfg.output.run_dir`), save `config.yaml`; `prepare_data`; save
@@ -676,6 +637,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
         verbose: passed to `fit` (progress bars: 1; one line per epoch: 2; silent: 0); "auto" is 1 on a terminal
             and 2 when standard output is a file or a pipe (progress bars would fill a log with redraws).
         progress: progress bar if the default data set has to be generated.
+        callbacks: further Keras callbacks for `fit`, run after those of `make_callbacks`.
 
     Returns:
         `(model, history, metrics)`: the model with the best checkpoint's weights, the Keras History of this
@@ -730,9 +692,10 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True):
             budget_left = max(t.time_budget_seconds - (time.monotonic() - calib_start), 1.0)
             schedule_steps = max(1, min(t.epochs * len(data.train), int(0.97 * budget_left / step_seconds)))
         model = build_model(cfg, data, schedule_steps=schedule_steps)
+        extra_callbacks = list(callbacks or [])
         callbacks = make_callbacks(cfg, run_dir, has_validation=data.val is not None,
                                    resume=resume_epoch is not None, best_so_far=best_so_far,
-                                   time_budget_seconds=budget_left)
+                                   time_budget_seconds=budget_left) + extra_callbacks
         if verbose == "auto":
             import sys
 
