@@ -18,6 +18,7 @@ import os
 import sys
 
 from upt_keras.config import ConfigError
+from upt_keras.tuning import OBJECTIVES, TUNERS
 
 PROG = "upt-keras"
 
@@ -51,11 +52,11 @@ def _positive_float(text):
     return value
 
 
-def _add_config_args(p, config_required=False, config_help=None):
+def _add_config_args(p, config_required=False, config_help=None, set_help=None):
     p.add_argument("--config", "-c", required=config_required,
                    help=config_help or "YAML config (keys left out take their defaults)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, e.g. --set training.epochs=5 (repeatable)")
+                   help=set_help or "override one config value, e.g. --set training.epochs=5 (repeatable)")
 
 
 def _add_verbose(p):
@@ -129,10 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    from upt_keras.tuning import add_tune_parser  # the KerasTuner search lives with its hypermodel
-
     add_tune_parser(sub)
     return parser
+
+
+def add_tune_parser(subparsers):
+    """Add the `tune` subcommand (handled by `upt_keras.tuning.run_tune`) to an argparse subparsers object; returns
+    its parser."""
+    p = subparsers.add_parser(
+        "tune", help="search the inverse-loss weights, the number of queries and the inverse-loss frequency",
+        description="KerasTuner search starting from a training config. Minimises an unweighted validation metric "
+        "(val_forward_loss or val_nrmse), prints a table of the trials and writes summary.md, summary.csv and "
+        "best_config.yaml into DIRECTORY/PROJECT_NAME. Rerunning the same command resumes an interrupted search.",
+    )
+    _add_config_args(p, config_help="base training YAML config (keys left out take their defaults)",
+                     set_help="override one value of the training config, e.g. --set training.epochs=5 "
+                     "(repeatable)")
+    p.add_argument("--tuning-config", "-t", help="YAML file with a 'tuning:' section (default: the built-in space)")
+    p.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default random)")
+    p.add_argument("--max-trials", type=_positive_int, default=10,
+                   help="total number of trials, finished ones of a resumed search included (default 10)")
+    p.add_argument("--objective", choices=tuple(OBJECTIVES), help="overrides tuning.objective")
+    p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N (epochs per trial)")
+    p.add_argument("--directory", "-d", default="tuning", help="folder of the searches (default: tuning)")
+    p.add_argument("--project-name", "-p", default="upt", help="name of this search in the folder (default: upt)")
+    p.add_argument("--overwrite", action="store_true", help="delete an earlier search of that name and start afresh")
+    p.add_argument("--seed", type=int, help="seed of the tuner (default: the config's seed)")
+    p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=1,
+                   help="KerasTuner and Keras output: 1 progress bars (default), 2 one line per epoch, 0 silent")
+    return p
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -294,17 +320,14 @@ def _cmd_generate(args):
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rollout,
-             "generate-data": _cmd_generate}
-
-
 def _cmd_tune(args):
     from upt_keras.tuning import run_tune
 
     return run_tune(args)
 
 
-_COMMANDS["tune"] = _cmd_tune
+_COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rollout,
+             "generate-data": _cmd_generate, "tune": _cmd_tune}
 
 
 def main(argv=None) -> int:

@@ -92,7 +92,6 @@ __all__ = [
     "format_table",
     "write_summary",
     "write_best_config",
-    "add_tune_parser",
     "run_tune",
 ]
 
@@ -914,35 +913,8 @@ def write_best_config(path, cfg: Config, row: Mapping, objective: str, project_d
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def add_tune_parser(subparsers):
-    """Add the `tune` subcommand to an argparse subparsers object; returns its parser."""
-    from upt_keras.cli import _positive_int  # the command line's own argument types
-    p = subparsers.add_parser(
-        "tune", help="search the inverse-loss weights, the number of queries and the inverse-loss frequency",
-        description="KerasTuner search starting from a training config. Minimises an unweighted validation metric "
-        "(val_forward_loss or val_nrmse), prints a table of the trials and writes summary.md, summary.csv and "
-        "best_config.yaml into DIRECTORY/PROJECT_NAME. Rerunning the same command resumes an interrupted search.",
-    )
-    p.add_argument("--config", "-c", help="base training YAML config (keys left out take their defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one value of the training config, e.g. --set training.epochs=5 (repeatable)")
-    p.add_argument("--tuning-config", "-t", help="YAML file with a 'tuning:' section (default: the built-in space)")
-    p.add_argument("--tuner", choices=TUNERS, default="random", help="search algorithm (default random)")
-    p.add_argument("--max-trials", type=_positive_int, default=10,
-                   help="total number of trials, finished ones of a resumed search included (default 10)")
-    p.add_argument("--objective", choices=tuple(OBJECTIVES), help="overrides tuning.objective")
-    p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N (epochs per trial)")
-    p.add_argument("--directory", "-d", default="tuning", help="folder of the searches (default: tuning)")
-    p.add_argument("--project-name", "-p", default="upt", help="name of this search in the folder (default: upt)")
-    p.add_argument("--overwrite", action="store_true", help="delete an earlier search of that name and start afresh")
-    p.add_argument("--seed", type=int, help="seed of the tuner (default: the config's seed)")
-    p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=1,
-                   help="KerasTuner and Keras output: 1 progress bars (default), 2 one line per epoch, 0 silent")
-    return p
-
-
 def run_tune(args) -> int:
-    """Handler of `upt-keras tune` (parsed by `add_tune_parser`); returns the exit status (0)."""
+    """Handler of `upt-keras tune` (parsed by `upt_keras.cli.add_tune_parser`); returns the exit status (0)."""
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
