@@ -1,4 +1,9 @@
-"""The inverse-loss curriculum."""
+"""Keras callbacks: the inverse-loss curriculum, a training time budget, step timing and the validation nRMSE."""
+
+import statistics
+import time
+
+import numpy as np
 
 import keras
 
@@ -65,3 +70,102 @@ class InverseLossCurriculum(keras.callbacks.Callback):
         enc, dec = self.weights_at(epoch)
         self.model.inv_enc_weight.assign(enc)
         self.model.inv_dec_weight.assign(dec)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training once `seconds` of training time (from the start of `fit`) have passed.
+
+    The check runs after every batch: the epoch in progress ends early, is validated and logged as usual (so the
+    best checkpoint and the history stay consistent), and no further epoch starts.
+
+    Attributes:
+        stopped_epoch: the epoch during which the budget ran out, or None.
+        elapsed: training seconds at the end of `fit`.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        self.seconds = seconds
+        self.stopped_epoch = None
+        self.elapsed = 0.0
+        self._start = None
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self._start = time.monotonic()
+        self.stopped_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self):
+        if self.seconds is not None and time.monotonic() - self._start >= self.seconds:
+            if self.stopped_epoch is None:
+                self.stopped_epoch = self._epoch
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
+
+    def on_train_end(self, logs=None):
+        self.elapsed = time.monotonic() - self._start if self._start is not None else 0.0
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Records the wall time of every training step (batch begin to batch end, after the step's results are
+    available) and of the whole `fit`.
+
+    Attributes:
+        times: seconds per step, in order.
+        fit_seconds: wall time of the last `fit`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.times, self.fit_seconds = [], 0.0
+        self._t0 = self._fit0 = None
+
+    def on_train_begin(self, logs=None):
+        self._fit0 = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:  # wait for the step (asynchronous devices)
+            float(keras.ops.convert_to_numpy(logs["loss"]))
+        self.times.append(time.perf_counter() - self._t0)
+
+    def on_train_end(self, logs=None):
+        self.fit_seconds = time.perf_counter() - self._fit0
+
+    def step_time(self):
+        """Median seconds per step, leaving out the first step (tracing / compilation) when there are others."""
+        times = self.times[1:] if len(self.times) > 1 else self.times
+        return float(statistics.median(times)) if times else float("nan")
+
+
+class ValidationNRMSE(keras.callbacks.Callback):
+    """Adds `val_nrmse` (one-step nRMSE in physical units on `dataset`) to the logs at the end of every epoch.
+
+    Place it before any callback that reads `val_nrmse` (early stopping, the tuner's own callbacks).
+    """
+
+    def __init__(self, dataset, batch_size=None):
+        super().__init__()
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        from upt_keras import evaluation  # imported when used: `import upt_keras` loads this module
+        from upt_keras.metrics import nrmse
+
+        x, y = evaluation.collect_pairs(self.dataset)
+        batch = self.batch_size or getattr(self.dataset, "batch_size", 32)
+        pred = evaluation._predict(self.model, x, batch)
+        if logs is not None:
+            logs["val_nrmse"] = float(nrmse(pred, y)) if np.all(np.isfinite(pred)) else float("nan")

@@ -18,7 +18,7 @@ import os
 import sys
 
 from upt_keras.config import ConfigError
-from upt_keras.tuning import OBJECTIVES, TUNERS
+from upt_keras.search_space import OBJECTIVES, TUNERS
 
 PROG = "upt-keras"
 
@@ -321,7 +321,7 @@ def _cmd_generate(args):
 
 
 def _cmd_tune(args):
-    from upt_keras.tuning import run_tune
+    from upt_keras.tuning import run_tune  # KerasTuner is imported only for this command
 
     return run_tune(args)
 

@@ -48,6 +48,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "read_yaml",
     "save_config",
     "validate_config",
     "validate_for_grid",
@@ -533,6 +534,21 @@ def apply_overrides(data: Mapping[str, Any] | None, overrides: Iterable[str]) ->
     return out
 
 
+def read_yaml(path: str | os.PathLike, what: str = "config") -> Any:
+    """The content of the YAML file `path` (`yaml.safe_load`; None when it is empty).
+
+    Raises:
+        ConfigError: the file does not exist ("<what> file not found: ...") or is not valid YAML.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {os.fspath(path)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse YAML in {os.fspath(path)}: {exc}") from None
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (or start from the defaults when `path` is None), apply overrides, validate.
 
@@ -545,13 +561,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
     """
     data: Any = {}
     if path is not None:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {os.fspath(path)}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse YAML in {os.fspath(path)}: {exc}") from None
+        data = read_yaml(path)
         if data is None:
             data = {}
         if not isinstance(data, Mapping):

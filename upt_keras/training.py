@@ -49,6 +49,9 @@ from typing import Any
 
 import numpy as np
 
+import keras
+
+from upt_keras.callbacks import InverseLossCurriculum, TimeBudget
 from upt_keras.config import (
     Config,
     ConfigError,
@@ -243,8 +246,6 @@ def precision_policy(name: str | None):
     >>> with precision_policy("mixed_float16"):
     ...     model = build_model(cfg, data)   # doctest: +SKIP
     """
-    import keras
-
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name or "float32")
     try:
@@ -259,8 +260,6 @@ def make_lr_schedule(cfg: Config, total_steps: int):
     `cosine`: linear warmup from 0 over `training.warmup_steps` (if any), then cosine decay to 0 at `total_steps`.
     `constant`: the same warmup, then `training.learning_rate`.
     """
-    import keras
-
     t = cfg.training
     lr, warmup = t.learning_rate, t.warmup_steps
     total_steps = max(int(total_steps), 1)
@@ -284,8 +283,6 @@ GLOBAL_CLIPNORM = 1.0
 def make_optimizer(cfg: Config, total_steps: int):
     """AdamW with `training.weight_decay`, the learning rate of `make_lr_schedule(cfg, total_steps)`, and gradients
     clipped to a global norm of `GLOBAL_CLIPNORM`."""
-    import keras
-
     return keras.optimizers.AdamW(learning_rate=make_lr_schedule(cfg, total_steps),
                                   weight_decay=cfg.training.weight_decay, global_clipnorm=GLOBAL_CLIPNORM)
 
@@ -299,8 +296,6 @@ def _model_kwargs(cfg: Config) -> dict:
 
 
 def _check_supported(cfg: Config) -> None:
-    import keras
-
     t = cfg.training
     if t.distribution == "data_parallel" and keras.backend.backend() == "torch":
         raise ConfigError(
@@ -319,8 +314,6 @@ def seed_everything(seed: int) -> None:
     """
     import random
     import sys
-
-    import keras
 
     if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(int(seed))
@@ -363,8 +356,6 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
     Raises:
         ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
     """
-    import keras
-
     from upt_keras.model import UPT
 
     _check_supported(cfg)
@@ -392,75 +383,6 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
 # --------------------------------------------------------------------------------------------------------------------
 # Callbacks
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _callback_base():
-    import keras
-
-    return keras.callbacks.Callback
-
-
-def _make_time_budget_class():
-    Callback = _callback_base()
-
-    class TimeBudget(Callback):
-        """Stops training once `seconds` of training time (from the start of `fit`) have passed.
-
-        The check runs after every batch: the epoch in progress ends early, is validated and logged as usual (so the
-        best checkpoint and the history stay consistent), and no further epoch starts.
-
-        Attributes:
-            stopped_epoch: the epoch during which the budget ran out, or None.
-            elapsed: training seconds at the end of `fit`.
-        """
-
-        def __init__(self, seconds):
-            super().__init__()
-            if seconds is not None and not seconds > 0:
-                raise ValueError(f"seconds must be > 0, got {seconds}")
-            self.seconds = seconds
-            self.stopped_epoch = None
-            self.elapsed = 0.0
-            self._start = None
-            self._epoch = 0
-
-        def on_train_begin(self, logs=None):
-            self._start = time.monotonic()
-            self.stopped_epoch = None
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._epoch = epoch
-
-        def _check(self):
-            if self.seconds is not None and time.monotonic() - self._start >= self.seconds:
-                if self.stopped_epoch is None:
-                    self.stopped_epoch = self._epoch
-                self.model.stop_training = True
-
-        def on_train_batch_end(self, batch, logs=None):
-            self._check()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self._check()
-
-        def on_train_end(self, logs=None):
-            self.elapsed = time.monotonic() - self._start if self._start is not None else 0.0
-
-    return TimeBudget
-
-
-_CLASSES: dict = {}
-
-
-def __getattr__(name):
-    # TimeBudget subclasses keras.callbacks.Callback; create it on first use so that importing this module does not
-    # import Keras (and a backend).
-    if name == "TimeBudget":
-        if name not in _CLASSES:
-            _CLASSES[name] = _make_time_budget_class()
-            _CLASSES[name].__module__ = __name__
-        return _CLASSES[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backup_epoch(run_dir) -> int | None:
@@ -496,10 +418,6 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
         time_budget: include the time-budget callback (a search may want its own).
         time_budget_seconds: the budget left for `fit` (default `training.time_budget_seconds`).
     """
-    import keras
-
-    from upt_keras.callbacks import InverseLossCurriculum
-
     run_dir = os.fspath(run_dir)
     t = cfg.training
     if resume is None:
@@ -514,7 +432,7 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
         ))
     if time_budget and t.time_budget_seconds is not None:
         seconds = t.time_budget_seconds if time_budget_seconds is None else time_budget_seconds
-        callbacks.append(__getattr__("TimeBudget")(seconds))
+        callbacks.append(TimeBudget(seconds))
     callbacks.append(keras.callbacks.ModelCheckpoint(
         os.path.join(run_dir, MODEL_FILE), monitor=monitor, mode="min", save_best_only=True,
         initial_value_threshold=best_so_far,
@@ -643,8 +561,6 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         `(model, history, metrics)`: the model with the best checkpoint's weights, the Keras History of this
         invocation, and the metrics dict that was written to `metrics.json`.
     """
-    import keras
-
     from upt_keras import evaluation
 
     validate_config(cfg)
@@ -709,7 +625,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
 
-    budget = next((c for c in callbacks if type(c).__name__ == "TimeBudget"), None)
+    budget = next((c for c in callbacks if isinstance(c, TimeBudget)), None)
     rows = _read_history_rows(history_path)
     monitor = _monitor(data.val is not None)
     best_epoch = None

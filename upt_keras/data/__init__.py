@@ -1,7 +1,7 @@
 """Data for UPT: Burgers solvers, PDEBench HDF5 files, and the Keras input pipeline.
 
-Importing this package imports only numpy and h5py. ``PairDataset`` (a ``keras.utils.PyDataset``) imports Keras the
-first time it is accessed.
+Importing this package imports only numpy and h5py. ``PairDataset`` (a ``keras.utils.PyDataset``, defined in
+``upt_keras.data.pipeline``) is imported from there the first time it is accessed, and Keras with it.
 
 Example:
     >>> from upt_keras.data import load_default_burgers, split_indices, compute_normalization, PairDataset
@@ -34,7 +34,7 @@ from upt_keras.data.hdf5 import (
     open_trajectories,
     write_trajectories,
 )
-from upt_keras.data.pipeline import compute_normalization, split_indices
+from upt_keras.data.splits import compute_normalization, split_indices
 
 __all__ = [
     "DEFAULT_BURGERS",
@@ -61,9 +61,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    # Resolved lazily so that `import upt_keras.data` stays free of Keras and its backend.
+    # The pipeline module imports Keras (and with it a backend framework); import it only when PairDataset is used.
     if name == "PairDataset":
-        from upt_keras.data import pipeline
+        from upt_keras.data.pipeline import PairDataset
 
-        return pipeline.PairDataset
+        return PairDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
