@@ -19,7 +19,6 @@ Rollouts start, by default, from the first frame of every test trajectory (`star
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from upt_keras import metrics as M
 from upt_keras.backend import inference_mode
+from upt_keras.run_files import write_json
 
 __all__ = [
     "inference_mode",
@@ -225,16 +225,7 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
 
 def write_metrics(path, metrics: dict) -> str:
     """Write `metrics` as indented JSON (atomically); returns the path."""
-    path = os.fspath(path)
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(metrics, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, metrics)
 
 
 def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=ROLLOUT_MODES,

@@ -57,10 +57,12 @@ from upt_keras.config import (
     ConfigError,
     config_from_dict,
     config_to_dict,
+    load_config,
     save_config,
     validate_config,
     validate_for_grid,
 )
+from upt_keras.run_files import comparable_config, settings_changes, write_json
 
 __all__ = [
     "PreparedData",
@@ -482,19 +484,11 @@ def _best(rows: list[dict], column: str) -> float | None:
     return min(values) if values else None
 
 
-def _comparable(cfg_dict: dict) -> dict:
-    d = json.loads(json.dumps(cfg_dict))
-    d.get("output", {}).pop("run_dir", None)
-    # Settings that only change how long or how visibly a run goes may differ between the two invocations.
-    d.get("output", {}).pop("plots", None)
-    d.get("output", {}).pop("tensorboard", None)
-    d.get("training", {}).pop("time_budget_seconds", None)
-    return d
+#: Settings an interrupted run may be resumed with changed: where it is written, how visibly, and how long it goes on.
+RESUME_MAY_CHANGE = ("output.run_dir", "output.plots", "output.tensorboard", "training.time_budget_seconds")
 
 
 def _check_resume_config(cfg: Config, run_dir: str) -> None:
-    from upt_keras.config import load_config
-
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return
@@ -502,32 +496,13 @@ def _check_resume_config(cfg: Config, run_dir: str) -> None:
         previous = load_config(path)
     except ConfigError:
         return
-    if _comparable(config_to_dict(previous)) != _comparable(config_to_dict(cfg)):
-        old, new = _flatten(_comparable(config_to_dict(previous))), _flatten(_comparable(config_to_dict(cfg)))
-        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+    changes = settings_changes(comparable_config(previous, RESUME_MAY_CHANGE),
+                               comparable_config(cfg, RESUME_MAY_CHANGE))
+    if changes is not None:
         raise ConfigError(
-            f"{run_dir} holds an interrupted run with a different configuration ({shown}); rerun with the same "
+            f"{run_dir} holds an interrupted run with a different configuration ({changes}); rerun with the same "
             f"settings to resume it, or choose another run directory (or delete {os.path.join(run_dir, BACKUP_DIR)})"
         )
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + k + "."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _write_json(path, payload) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def _resolved_config(cfg: Config, run_dir: str) -> Config:
@@ -576,7 +551,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     save_config(cfg, os.path.join(run_dir, CONFIG_FILE))
 
     data = prepare_data(cfg, progress=progress)
-    _write_json(os.path.join(run_dir, NORMALIZATION_FILE), {
+    write_json(os.path.join(run_dir, NORMALIZATION_FILE), {
         "mean": data.field_mean, "std": data.field_std, "dt": data.dt, "grid_shape": list(data.grid_shape),
         "num_channels": data.num_channels, "train_samples": len(data.split["train"]), "data_path": data.path,
     })

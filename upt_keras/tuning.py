@@ -72,6 +72,7 @@ import yaml
 from upt_keras import training
 from upt_keras.callbacks import InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, validate_config
+from upt_keras.run_files import comparable_config, settings_changes, write_json
 from upt_keras.search_space import (
     DEFAULT_TUNING,
     LAMBDAS,
@@ -290,27 +291,8 @@ class TuneResult:
     new_trials: list = field(default_factory=list)
 
 
-def _comparable(cfg: Config) -> dict:
-    d = json.loads(json.dumps(config_to_dict(cfg)))
-    d.pop("output", None)  # where and how visibly a trained model is written does not change the trials
-    return d
-
-
-def _flat(d: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[prefix + str(k)] = v
-    return out
-
-
-def _write_json(path, payload) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.write("\n")
+#: The settings a search may be resumed with changed: where and how visibly the best model is trained (`output`).
+SEARCH_MAY_CHANGE = ("output",)
 
 
 def _check_search(project_dir: str, record: dict, overwrite: bool) -> None:
@@ -322,12 +304,11 @@ def _check_search(project_dir: str, record: dict, overwrite: bool) -> None:
                 previous = json.load(fh)
         except (OSError, ValueError):
             previous = None
-        if previous is not None and previous != json.loads(json.dumps(record)):
-            old, new = _flat(previous), _flat(json.loads(json.dumps(record)))
-            diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
-            raise ConfigError(f"{project_dir} holds a search with different settings ({shown}); rerun with the same "
-                              "config and tuning space to resume it, or pass another project name, or overwrite it")
+        changes = None if previous is None else settings_changes(previous, json.loads(json.dumps(record)))
+        if changes is not None:
+            raise ConfigError(f"{project_dir} holds a search with different settings ({changes}); rerun with the "
+                              "same config and tuning space to resume it, or pass another project name, or "
+                              "overwrite it")
 
 
 def tune(cfg: Config, space=None, tuner: str = "random", max_trials: int = 10, directory="tuning",
@@ -360,11 +341,12 @@ def tune(cfg: Config, space=None, tuner: str = "random", max_trials: int = 10, d
     cls = hypermodel_cls or UPTHyperModel
     hypermodel = cls(cfg, data, parsed)
     project_dir = os.path.join(os.fspath(directory), project_name)
-    record = {"tuner": tuner, "base_config": _comparable(cfg), "space": hypermodel.space.to_dict()}
+    record = {"tuner": tuner, "base_config": comparable_config(cfg, SEARCH_MAY_CHANGE),
+              "space": hypermodel.space.to_dict()}
     _check_search(project_dir, record, overwrite)
     tuner_obj = make_tuner(hypermodel, tuner, max_trials, directory, project_name, overwrite=overwrite,
                            seed=cfg.seed if seed is None else seed)
-    _write_json(os.path.join(project_dir, SEARCH_FILE), record)  # after the tuner: overwrite empties the folder
+    write_json(os.path.join(project_dir, SEARCH_FILE), record)  # after the tuner: overwrite empties the folder
     before = set(_completed_ids(tuner_obj))
     tuner_obj.search(verbose=verbose)
     new = sorted(set(_completed_ids(tuner_obj)) - before)
