@@ -4,7 +4,7 @@ import pytest
 from upt_keras.data.burgers import (
     cole_hopf_solution,
     gaussian_random_field,
-    grid_coordinates,
+    periodic_grid,
     sinusoid_initial_condition,
     solve_burgers,
     stable_time_step,
@@ -16,7 +16,7 @@ def _rel(a, b):
 
 
 def _cole_hopf_1d(nu, n=256, t_end=0.5, dt_save=0.05):
-    x = grid_coordinates(n)
+    x = periodic_grid(n)
     # phi0 = exp(-int u0 / (2 nu)): u0 = sin(2 pi x) and u0 = sin(2 pi x) + 0.5 cos(4 pi x + 1).
     psi = np.stack([-np.cos(2 * np.pi * x) / (2 * np.pi), -np.cos(2 * np.pi * x) / (2 * np.pi)
                     + 0.5 * np.sin(4 * np.pi * x + 1) / (4 * np.pi)])
@@ -27,7 +27,7 @@ def _cole_hopf_1d(nu, n=256, t_end=0.5, dt_save=0.05):
 
 def test_cole_hopf_helper_gives_the_initial_condition():
     exact = _cole_hopf_1d(0.02)
-    x = grid_coordinates(256)
+    x = periodic_grid(256)
     np.testing.assert_allclose(exact[0, 0], np.sin(2 * np.pi * x), atol=1e-10)
 
 
@@ -41,7 +41,7 @@ def test_1d_matches_cole_hopf():
 
 def test_2d_vector_matches_cole_hopf():
     nu, n = 0.05, 48
-    x = grid_coordinates(n)
+    x = periodic_grid(n)
     gx, gy = np.meshgrid(x, x, indexing="ij")
     phi0 = np.exp((np.cos(2 * np.pi * gx) + 0.5 * np.sin(2 * np.pi * (gx + gy))) / (4 * np.pi * nu))[None]
     exact = cole_hopf_solution(phi0, nu, np.arange(4) * 0.05)

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "grid_coordinates",
+    "periodic_grid",
     "gaussian_random_field",
     "sinusoid_initial_condition",
     "stable_time_step",
@@ -38,8 +38,11 @@ __all__ = [
 _CONTOUR_POINTS = 32
 
 
-def grid_coordinates(resolution, length=1.0):
-    """Grid points of the periodic domain ``[0, length)``.
+def periodic_grid(resolution, length=1.0):
+    """Grid points of the periodic domain ``[0, length)`` along one axis.
+
+    The model's ``upt_keras.grid_coordinates(grid_shape)`` uses the same convention on ``[0, 1)`` for every point of
+    a grid.
 
     Args:
         resolution: number of points ``N``.
@@ -49,7 +52,7 @@ def grid_coordinates(resolution, length=1.0):
         float64 array ``(N,)`` with ``x_j = j * length / N``.
 
     Example:
-        >>> grid_coordinates(4)
+        >>> periodic_grid(4)
         array([0.  , 0.25, 0.5 , 0.75])
     """
     resolution = int(resolution)
@@ -289,7 +292,7 @@ def cole_hopf_solution(phi0, nu, times, length=1.0):
     equation ``u_t + (u . grad) u = nu Lap u`` (a curl-free solution) in 2D.
 
     Args:
-        phi0: positive array ``(B, N)`` (1D) or ``(B, Nx, Ny)`` (2D) on the grid of ``grid_coordinates``; it should be
+        phi0: positive array ``(B, N)`` (1D) or ``(B, Nx, Ny)`` (2D) on the grid of ``periodic_grid``; it should be
             smooth enough to be resolved spectrally.
         nu: viscosity.
         times: 1D sequence of times.
@@ -299,7 +302,7 @@ def cole_hopf_solution(phi0, nu, times, length=1.0):
         float64 array ``(B, len(times), N)`` in 1D or ``(B, len(times), Nx, Ny, 2)`` in 2D.
 
     Example:
-        >>> x = grid_coordinates(128)
+        >>> x = periodic_grid(128)
         >>> phi0 = np.exp(np.cos(2 * np.pi * x) / (4 * np.pi * 0.05))[None]  # gives u0 = sin(2 pi x)
         >>> u = cole_hopf_solution(phi0, nu=0.05, times=[0.0, 0.1])
         >>> u.shape
@@ -484,7 +487,7 @@ def sinusoid_initial_condition(
         raise ValueError(f"dim must be 1 or 2, got {dim}")
     n_fields = 1 if channels is None else int(channels)
     length = float(length)
-    x = grid_coordinates(resolution, length)
+    x = periodic_grid(resolution, length)
     coords = np.meshgrid(*([x] * dim), indexing="ij")  # dim arrays of shape grid
     total = num_samples * n_fields
     u = np.zeros((total,) + coords[0].shape)

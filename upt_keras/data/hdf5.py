@@ -119,7 +119,7 @@ class PDEBenchWriter:
         if layout == "tensor" and (len(self.grid_shape) != 1 or self.num_channels != 1):
             raise ValueError("layout 'tensor' holds 1D single-channel data; use layout 'groups'")
         if coords is None:
-            coords = [_burgers.grid_coordinates(n) for n in self.grid_shape]
+            coords = [_burgers.periodic_grid(n) for n in self.grid_shape]
         self.coords = [np.asarray(c, dtype=np.float64).reshape(-1) for c in coords]
         if [c.size for c in self.coords] != list(self.grid_shape):
             raise ValueError(f"coords sizes {[c.size for c in self.coords]} do not match grid {self.grid_shape}")
@@ -366,7 +366,7 @@ def generate_burgers_dataset(
     channels = 2 if equation == "vector" else None
     num_channels = channels or 1
     grid = (int(resolution),) * dim
-    coords = [_burgers.grid_coordinates(solver_resolution, length)[::stride]] * dim
+    coords = [_burgers.periodic_grid(solver_resolution, length)[::stride]] * dim
     times = np.arange(n_save + 1) * dt_save
     if layout is None:
         layout = "tensor" if dim == 1 else "groups"
@@ -603,7 +603,7 @@ class TrajectoryStore:
                 coords.append(self._coordinate(f"{axis}-coordinate", n, coords_required))
             times = self._coordinate("t-coordinate", raw_t, coords_required)
         self.coords = [
-            (c if c is not None else _burgers.grid_coordinates(n))[::r] for c, n in zip(coords, raw_grid)
+            (c if c is not None else _burgers.periodic_grid(n))[::r] for c, n in zip(coords, raw_grid)
         ]
         self.times = None if times is None else times[::rt]
         if isinstance(self.attrs.get("dt_save"), (int, float)):

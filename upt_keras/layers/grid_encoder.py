@@ -16,7 +16,7 @@ def grid_coordinates(grid_shape):
     """Coordinates of every point of a regular grid, normalised to [0, 1) per axis.
 
     Point `i` of an axis with `n` points sits at `i / n` (the periodic, cell-left
-    convention). Returns a float32 numpy array (prod(grid_shape), len(grid_shape)),
+    convention of the solvers' `upt_keras.data.periodic_grid`). Returns a float32 numpy array (prod(grid_shape), len(grid_shape)),
     row-major (the last axis varies fastest), matching `reshape(B, N, C)` of a
     channels-last field.
     """
