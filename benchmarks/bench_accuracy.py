@@ -57,17 +57,25 @@ VARIANTS = {
     # latent rollouts: train the approximator on its own outputs over 4 latent steps
     "rollout_4_steps": ["training.rollout_loss_steps=4"],
     "consistency_4_steps": ["training.latent_consistency_steps=4"],
-    # the consistency error relative to the latent step (an approximator that does not move scores 1)
-    "step_norm": ["training.latent_consistency_norm=step"],
+    # the consistency norm: the default divides by the latent step ("step"); LE-PDE's divides by the target latent's
+    # second moment ("latent", weight 1: the previous default), under which the decoder learns the dynamics
+    "latent_norm": ["training.latent_consistency_norm=latent", "training.lambda_latent_consistency=1.0"],
+    "step_norm_1.0": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=1.0"],
     "step_norm_0.1": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.1"],
     "step_norm_0.01": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.01"],
-    # reconstruction on every step: the decoder must reproduce u_t from encode(u_t), so the dynamics live in the
-    # approximator (without it the decoder learns u_t -> u_t+1 and the latent step is left with nothing to do)
-    "recon": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0", "training.lambda_inv_dec=0",
-              "training.inverse_loss_max_weight=1.0", "training.inverse_loss_frequency=1"],
-    "recon_step": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0", "training.lambda_inv_dec=0",
-                   "training.inverse_loss_max_weight=1.0", "training.inverse_loss_frequency=1",
-                   "training.latent_consistency_norm=step"],
+    # reconstruction on every step (inverse encoding at weight 1): the decoder must reproduce u_t from encode(u_t)
+    "recon_latent_norm": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
+                          "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
+                          "training.inverse_loss_frequency=1", "training.latent_consistency_norm=latent",
+                          "training.lambda_latent_consistency=1.0"],
+    "recon_step_norm_1.0": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
+                            "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
+                            "training.inverse_loss_frequency=1", "training.latent_consistency_norm=step",
+                            "training.lambda_latent_consistency=1.0"],
+    "recon_step_norm_1.0_w64": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
+                                "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
+                                "training.inverse_loss_frequency=1", "training.latent_consistency_norm=step",
+                                "training.lambda_latent_consistency=1.0", "model.approximator_width=64"],
     # the sizes of the previous default (4x the cost per step)
     "previous_sizes": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                        "model.decoder_depth=2", "model.decoder_mlp_dim=256"],
@@ -401,9 +409,10 @@ def main():
         if not args.report:
             parser.error("--report-from needs --report")
         payloads = []
-        for path in args.report_from:
+        for path in args.report_from:  # a file holds one run's payload, or a list of them
             with open(path) as f:
-                payloads.append(json.load(f))
+                loaded = json.load(f)
+            payloads += loaded if isinstance(loaded, list) else [loaded]
         write_report(payloads, args.report)
         return 0
 
