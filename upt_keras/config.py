@@ -1,8 +1,8 @@
 """Typed YAML configuration for training and evaluating UPT models.
 
-The schema is a tree of dataclasses with defaults. A YAML file only needs the keys it changes; everything else takes the
-default. Every value is checked (type and range) when a config is built, and unknown keys are rejected with the nearest
-valid key, so a typo never silently falls back to a default.
+The schema is a tree of pydantic models with defaults. A YAML file only needs the keys it changes; everything else takes
+the default. Every value is checked (type and range) once, when a config is built (and again on assignment), and
+unknown keys are rejected with the nearest valid key, so a typo never silently falls back to a default.
 
 Example:
 
@@ -27,15 +27,16 @@ This module imports no deep-learning framework.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Iterable, Mapping, Optional, Union
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
+from pydantic import model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "ConfigError",
@@ -61,28 +62,110 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Field specifications. Each leaf field carries its check in `metadata["spec"]`; `validate_config` walks the tree.
+# Value types. A check that fails raises a "leaf" error (the message follows the dotted key) or a "config" error (the
+# message is complete); `_message` turns pydantic's own errors into the same wording.
 # --------------------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Spec:
-    kind: str  # int | float | bool | str | number_list | bool_or_choice | any_choice
-    nullable: bool = False
-    ge: float | None = None
-    gt: float | None = None
-    lt: float | None = None
-    choices: tuple = ()
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
 
 
-def _leaf(default: Any, kind: str, **spec_kwargs: Any) -> Any:
-    spec = _Spec(kind=kind, **spec_kwargs)
-    if isinstance(default, list):
-        return field(default_factory=lambda d=tuple(default): list(d), metadata={"spec": spec})
-    return field(default=default, metadata={"spec": spec})
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
-def _section(cls: type) -> Any:
-    return field(default_factory=cls)
+def _got(value: Any) -> str:
+    return f"got {_type_name(value)} {_fmt(value)}"
+
+
+def _leaf_error(text: str) -> PydanticCustomError:
+    return PydanticCustomError("leaf", "{text}", {"text": text})
+
+
+def _config_error(text: str) -> PydanticCustomError:
+    return PydanticCustomError("config", "{text}", {"text": text})
+
+
+_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _leaf_error(f"must be a number, {_got(value)}")
+    if not math.isfinite(value):
+        raise _leaf_error(f"must be a finite number, got {value}")
+    return value
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, str) and _FLOAT_STRING.match(value.strip()):
+        return float(value)
+    return float(_number(value))
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _leaf_error(f"must be a string, {_got(value)}")
+    if not value.strip():
+        raise _leaf_error(f"must be a non-empty string, got {_fmt(value)}")
+    return value
+
+
+def _one_of(*choices: str, nullable: bool = False) -> Any:
+    """A string among `choices` (`nullable`: the field is Optional and the message lists null)."""
+    options = " | ".join(choices) + (" | null" if nullable else "")
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _leaf_error(f"must be a string, {_got(value)}")
+        if value not in choices:
+            raise _leaf_error(f"must be one of {options}, got {_fmt(value)}")
+        return value
+
+    return Annotated[str, BeforeValidator(check)]
+
+
+def _bool_or(*choices: str) -> Any:
+    """true, false, or a string among `choices`."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, str) and value in choices):
+            return value
+        raise _leaf_error(f"must be one of true | false | {' | '.join(choices)}, {_got(value)}")
+
+    return Annotated[Union[bool, str], BeforeValidator(check)]
+
+
+def _non_empty(value: list) -> list:
+    if not value:
+        raise _leaf_error("must be a non-empty list, got []")
+    return value
+
+
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, BeforeValidator(_to_float)]
+Text = Annotated[str, BeforeValidator(_text)]
+Number = Annotated[Union[int, float], BeforeValidator(_number), Field(gt=0)]
+NumberList = Annotated[list[Number], AfterValidator(_non_empty)]
+
+
+class _Section(BaseModel):
+    """A mapping of known keys; null or a missing section takes every default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_empty(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_message(exc, type(self))) from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -90,92 +173,123 @@ def _section(cls: type) -> Any:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Where the trajectories come from and how they are split and subsampled."""
 
-    source: str = _leaf("default", "str", choices=("default", "hdf5"))
-    path: str | None = _leaf(None, "str", nullable=True)
-    reduced_resolution: int = _leaf(1, "int", ge=1)
-    reduced_resolution_t: int = _leaf(1, "int", ge=1)
-    time_stride: int = _leaf(1, "int", ge=1)
-    test_fraction: float = _leaf(0.1, "float", ge=0.0, lt=1.0)
-    val_fraction: float = _leaf(0.1, "float", ge=0.0, lt=1.0)
-    max_train_samples: int | None = _leaf(None, "int", nullable=True, ge=1)
-    rollout_steps: int = _leaf(20, "int", ge=1)
+    source: _one_of("default", "hdf5") = "default"
+    path: Optional[Text] = None
+    reduced_resolution: Int = Field(1, ge=1)
+    reduced_resolution_t: Int = Field(1, ge=1)
+    time_stride: Int = Field(1, ge=1)
+    test_fraction: Float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: Float = Field(0.1, ge=0.0, lt=1.0)
+    max_train_samples: Optional[Int] = Field(None, ge=1)
+    rollout_steps: Int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataConfig:
+        if self.source == "hdf5" and not self.path:
+            raise _config_error("data.path is required when data.source is 'hdf5', got null")
+        total = self.test_fraction + self.val_fraction
+        if total >= 1.0:
+            raise _config_error("data.test_fraction + data.val_fraction must be < 1, got "
+                                f"{self.test_fraction} + {self.val_fraction} = {total:g}")
+        return self
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """Sizes of the encoder, approximator and any-point decoder.
 
     `preset` names a set of sizes in `upt_keras.presets.PRESETS`: keys left out of the section take the preset's
     value instead of the default below; keys given override it.
     """
 
-    preset: str | None = _leaf(None, "str", nullable=True)  # checked against the presets in `_with_preset`
-    patch_size: int = _leaf(4, "int", ge=1)
-    encoder_dim: int = _leaf(64, "int", ge=1)
-    encoder_depth: int = _leaf(1, "int", ge=0)
-    encoder_heads: int = _leaf(4, "int", ge=1)
-    num_latent_tokens: int = _leaf(32, "int", ge=1)
-    latent_dim: int = _leaf(64, "int", ge=1)
-    pooling: str = _leaf("perceiver", "str", choices=("perceiver", "average"))
-    approximator_width: int = _leaf(128, "int", ge=1)
-    approximator_depth: int = _leaf(4, "int", ge=1)
-    approximator_heads: int = _leaf(4, "int", ge=1)
-    approximator_zero_init: bool = _leaf(False, "bool")  # untrained approximator = identity
-    mlp_ratio: int = _leaf(4, "int", ge=1)
-    decoder_width: int = _leaf(128, "int", ge=1)
-    decoder_depth: int = _leaf(2, "int", ge=1)
-    decoder_heads: int = _leaf(4, "int", ge=1)
-    decoder_mlp_dim: int = _leaf(256, "int", ge=1)
-    frequencies: list = _leaf([1, 2, 4, 8, 16, 32], "number_list", gt=0.0)
-    decoder_locality: bool = _leaf(False, "bool")  # distance bias in the decoder's attention (average pooling)
-    decode_chunk_size: int = _leaf(65536, "int", ge=1)
+    preset: Optional[Text] = None  # checked against the presets in `_with_preset`
+    patch_size: Int = Field(4, ge=1)
+    encoder_dim: Int = Field(64, ge=1)
+    encoder_depth: Int = Field(1, ge=0)
+    encoder_heads: Int = Field(4, ge=1)
+    num_latent_tokens: Int = Field(32, ge=1)
+    latent_dim: Int = Field(64, ge=1)
+    pooling: _one_of("perceiver", "average") = "perceiver"
+    approximator_width: Int = Field(128, ge=1)
+    approximator_depth: Int = Field(4, ge=1)
+    approximator_heads: Int = Field(4, ge=1)
+    approximator_zero_init: Bool = False  # untrained approximator = identity
+    mlp_ratio: Int = Field(4, ge=1)
+    decoder_width: Int = Field(128, ge=1)
+    decoder_depth: Int = Field(2, ge=1)
+    decoder_heads: Int = Field(4, ge=1)
+    decoder_mlp_dim: Int = Field(256, ge=1)
+    frequencies: NumberList = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    decoder_locality: Bool = False  # distance bias in the decoder's attention (average pooling)
+    decode_chunk_size: Int = Field(65536, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _with_preset(cls, data: Any) -> Any:
+        """The section with the named preset's sizes under the keys it does not give."""
+        if not isinstance(data, Mapping) or data.get("preset") is None:
+            return data
+        from upt_keras.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
+
+        name = data["preset"]
+        if name not in GRID_PRESETS:
+            raise _config_error(f"model.preset must be one of {' | '.join(GRID_PRESETS)} | null, {_got(name)}")
+        sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in preset(name).items() if k in cls.model_fields}
+        return {**sizes, **data}
+
+    @model_validator(mode="after")
+    def _heads_divide_widths(self) -> ModelConfig:
+        # Attention layers split the width evenly over the heads.
+        for width_key, heads_key in (("encoder_dim", "encoder_heads"), ("approximator_width", "approximator_heads"),
+                                     ("decoder_width", "decoder_heads")):
+            width, heads = getattr(self, width_key), getattr(self, heads_key)
+            if width % heads:
+                raise _config_error(
+                    f"model.{width_key} must be divisible by model.{heads_key}, got {width} and {heads}")
+        return self
 
 
-@dataclass
-class QuerySamplingConfig:
+class QuerySamplingConfig(_Section):
     """Random subset of query points for the forward and inverse-encoding losses."""
 
-    enabled: bool = _leaf(False, "bool")
-    num_queries: int = _leaf(2048, "int", ge=1)
-    strategy: str = _leaf("uniform", "str", choices=("uniform", "stratified"))
+    enabled: Bool = False
+    num_queries: Int = Field(2048, ge=1)
+    strategy: _one_of("uniform", "stratified") = "uniform"
 
 
-@dataclass
-class TrainingConfig:
+class TrainingConfig(_Section):
     """Optimisation, inverse losses and their curriculum, precision and stopping."""
 
-    epochs: int = _leaf(20, "int", ge=1)
-    batch_size: int = _leaf(32, "int", ge=1)
-    learning_rate: float = _leaf(1.0e-3, "float", gt=0.0)
-    weight_decay: float = _leaf(1.0e-4, "float", ge=0.0)
-    lr_schedule: str = _leaf("cosine", "str", choices=("cosine", "constant"))
-    warmup_steps: int = _leaf(0, "int", ge=0)
-    time_budget_seconds: float | None = _leaf(None, "float", nullable=True, gt=0.0)
-    fit_schedule_to_budget: bool = _leaf(True, "bool")  # cosine spans the steps that fit into the budget (measured)
-    use_inverse_losses: bool = _leaf(True, "bool")
-    lambda_inv_enc: float = _leaf(0.01, "float", ge=0.0)
-    lambda_inv_dec: float = _leaf(0.01, "float", ge=0.0)
-    inverse_loss_warmup_epochs: int = _leaf(5, "int", ge=0)
-    inverse_loss_ramp_epochs: int | None = _leaf(None, "int", nullable=True, ge=0)
-    inverse_loss_max_weight: float = _leaf(0.05, "float", ge=0.0)
-    inverse_loss_frequency: int = _leaf(1, "int", ge=1)
-    query_sampling: QuerySamplingConfig = _section(QuerySamplingConfig)
-    amp: bool | str = _leaf(False, "bool_or_choice", choices=("mixed_float16", "mixed_bfloat16"))
-    jit_compile: bool | str = _leaf("auto", "bool_or_choice", choices=("auto",))
-    early_stopping_patience: int | None = _leaf(None, "int", nullable=True, ge=1)
-    rollout_loss_steps: int = _leaf(1, "int", ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
-    lambda_latent_consistency: float = _leaf(0.0, "float", ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
-    latent_noise: float = _leaf(0.0, "float", ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
+    epochs: Int = Field(20, ge=1)
+    batch_size: Int = Field(32, ge=1)
+    learning_rate: Float = Field(1.0e-3, gt=0.0)
+    weight_decay: Float = Field(1.0e-4, ge=0.0)
+    lr_schedule: _one_of("cosine", "constant") = "cosine"
+    warmup_steps: Int = Field(0, ge=0)
+    time_budget_seconds: Optional[Float] = Field(None, gt=0.0)
+    fit_schedule_to_budget: Bool = True  # cosine spans the steps that fit into the budget (measured)
+    use_inverse_losses: Bool = True
+    lambda_inv_enc: Float = Field(0.01, ge=0.0)
+    lambda_inv_dec: Float = Field(0.01, ge=0.0)
+    inverse_loss_warmup_epochs: Int = Field(5, ge=0)
+    inverse_loss_ramp_epochs: Optional[Int] = Field(None, ge=0)
+    inverse_loss_max_weight: Float = Field(0.05, ge=0.0)
+    inverse_loss_frequency: Int = Field(1, ge=1)
+    query_sampling: QuerySamplingConfig = Field(default_factory=QuerySamplingConfig)
+    amp: _bool_or("mixed_float16", "mixed_bfloat16") = False
+    jit_compile: _bool_or("auto") = "auto"
+    early_stopping_patience: Optional[Int] = Field(None, ge=1)
+    rollout_loss_steps: Int = Field(1, ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
+    lambda_latent_consistency: Float = Field(0.0, ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
+    latent_noise: Float = Field(0.0, ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
     # what the inverse decoding re-encodes: the full grid, or only the Q sampled points (point-cloud encoders)
-    inverse_decoding_points: str = _leaf("all", "str", choices=("all", "queries"))
-    latent_consistency_steps: int = _leaf(1, "int", ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
+    inverse_decoding_points: _one_of("all", "queries") = "all"
+    latent_consistency_steps: Int = Field(1, ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
     # what the consistency error is relative to: the target latent's second moment, or the latent step itself
-    latent_consistency_norm: str = _leaf("latent", "str", choices=("latent", "step"))
-    distribution: str | None = _leaf(None, "str", nullable=True, choices=("data_parallel",))
+    latent_consistency_norm: _one_of("latent", "step") = "latent"
+    distribution: Optional[_one_of("data_parallel", nullable=True)] = None
 
     @property
     def amp_policy(self) -> str | None:
@@ -194,251 +308,127 @@ class TrainingConfig:
         return self.inverse_loss_ramp_epochs
 
 
-@dataclass
-class OutputConfig:
+class OutputConfig(_Section):
     """Where runs write checkpoints, logs and figures."""
 
-    run_dir: str = _leaf("runs/burgers1d", "str")
-    tensorboard: bool = _leaf(False, "bool")
-    plots: bool = _leaf(True, "bool")
+    run_dir: Text = "runs/burgers1d"
+    tensorboard: Bool = False
+    plots: Bool = True
 
 
-@dataclass
-class Config:
+class Config(_Section):
     """Root of the configuration tree."""
 
-    seed: int = _leaf(0, "int", ge=0)
-    data: DataConfig = _section(DataConfig)
-    model: ModelConfig = _section(ModelConfig)
-    training: TrainingConfig = _section(TrainingConfig)
-    output: OutputConfig = _section(OutputConfig)
+    seed: Int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Helpers
+# Messages: pydantic's errors as "<dotted key> <what is wrong>, got <value>"
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _is_section(f: dataclasses.Field) -> bool:
-    return "spec" not in f.metadata
+def _sections(cls: type[_Section]) -> dict[str, type[_Section]]:
+    return {name: f.annotation for name, f in cls.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, _Section)}
 
 
-def _section_type(cls: type, name: str) -> type:
-    # Section fields use default_factory=<dataclass>, which is the type we need (annotations are strings here).
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return f.default_factory  # type: ignore[return-value]
-
-
-def _all_leaf_paths(cls: type = Config, prefix: str = "") -> list[str]:
+def _all_paths(cls: type[_Section] = Config, prefix: str = "") -> list[str]:
     paths = []
-    for f in dataclasses.fields(cls):
-        dotted = prefix + f.name
-        if _is_section(f):
-            paths.append(dotted)
-            paths.extend(_all_leaf_paths(_section_type(cls, f.name), dotted + "."))
-        else:
-            paths.append(dotted)
+    for name in cls.model_fields:
+        paths.append(prefix + name)
+        if name in _sections(cls):
+            paths.extend(_all_paths(_sections(cls)[name], prefix + name + "."))
     return paths
 
 
-def _suggest(dotted: str, local_names: Sequence[str], prefix: str) -> str:
+def _suggest(dotted: str, local_names: list[str], prefix: str) -> str:
     """Nearest valid key: first among siblings, then among every dotted path in the schema."""
     last = dotted.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(last, list(local_names), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(last, local_names, n=1, cutoff=0.6)
     if close:
         return prefix + close[0]
-    close = difflib.get_close_matches(dotted, _all_leaf_paths(), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(dotted, _all_paths(), n=1, cutoff=0.6)
     if close:
         return close[0]
     # A key placed in the wrong section (e.g. `lambda_inv_enc` at top level): match on the last component.
-    by_last = {p.rsplit(".", 1)[-1]: p for p in _all_leaf_paths()}
+    by_last = {p.rsplit(".", 1)[-1]: p for p in _all_paths()}
     close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
     return by_last[close[0]] if close else ""
 
 
-def _unknown_key_error(dotted: str, local_names: Sequence[str], prefix: str) -> ConfigError:
+def _unknown_key(dotted: str, cls: type[_Section], prefix: str) -> str:
+    local_names = list(cls.model_fields)
     hint = _suggest(dotted, local_names, prefix)
-    msg = f"unknown key '{dotted}'"
     if hint:
-        msg += f" (did you mean '{hint}'?)"
-    else:
-        msg += f" (valid keys here: {', '.join(prefix + n for n in local_names)})"
-    return ConfigError(msg)
+        return f"unknown key '{dotted}' (did you mean '{hint}'?)"
+    return f"unknown key '{dotted}' (valid keys here: {', '.join(prefix + n for n in local_names)})"
 
 
-_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
+_EXPECTED = {"int_type": "an integer", "bool_type": "true or false", "list_type": "a list of numbers",
+             "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
 
 
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _check_number(key: str, value: Any, spec: _Spec) -> None:
-    if spec.ge is not None and not value >= spec.ge:
-        raise ConfigError(f"{key} must be >= {spec.ge:g}, got {_fmt(value)}")
-    if spec.gt is not None and not value > spec.gt:
-        raise ConfigError(f"{key} must be > {spec.gt:g}, got {_fmt(value)}")
-    if spec.lt is not None and not value < spec.lt:
-        raise ConfigError(f"{key} must be < {spec.lt:g}, got {_fmt(value)}")
-
-
-def _coerce_float(key: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key} must be a number, got bool {value}")
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value}")
-        return value
-    if isinstance(value, str) and _FLOAT_STRING.match(value.strip()):
-        return float(value)
-    raise ConfigError(f"{key} must be a number, got {_type_name(value)} {_fmt(value)}")
-
-
-def _check_leaf(key: str, value: Any, spec: _Spec) -> Any:
-    """Return the (possibly coerced) value, or raise ConfigError naming the key and the value."""
+def _one_message(err: dict, root: type[_Section]) -> str:
+    loc, kind, value = err["loc"], err["type"], err.get("input")
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if kind == "config":
+        return err["msg"]
+    if kind == "extra_forbidden":
+        cls = root
+        for part in loc[:-1]:
+            cls = _sections(cls)[part]
+        prefix = ".".join(map(str, loc[:-1]))
+        return _unknown_key(path, cls, prefix + "." if prefix else "")
+    path = path or "the configuration"
     if value is None:
-        if spec.nullable:
-            return None
-        raise ConfigError(f"{key} must not be null")
+        return f"{path} must not be null"
+    if kind == "leaf":
+        return f"{path} {err['msg']}"
+    if kind in _BOUNDS:
+        name, sign = _BOUNDS[kind]
+        return f"{path} must be {sign} {err['ctx'][name]:g}, got {_fmt(value)}"
+    if kind in _EXPECTED:
+        return f"{path} must be {_EXPECTED[kind]}, {_got(value)}"
+    return f"{path}: {err['msg']}, {_got(value)}"
 
-    if spec.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {_type_name(value)} {_fmt(value)}")
-        _check_number(key, value, spec)
-        return value
 
-    if spec.kind == "float":
-        value = _coerce_float(key, value)
-        _check_number(key, value, spec)
-        return value
-
-    if spec.kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {_type_name(value)} {_fmt(value)}")
-        return value
-
-    if spec.kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {_type_name(value)} {_fmt(value)}")
-        if spec.choices and value not in spec.choices:
-            options = " | ".join(spec.choices) + (" | null" if spec.nullable else "")
-            raise ConfigError(f"{key} must be one of {options}, got {_fmt(value)}")
-        if not spec.choices and not value.strip():
-            raise ConfigError(f"{key} must be a non-empty string, got {_fmt(value)}")
-        return value
-
-    if spec.kind == "bool_or_choice":
-        if isinstance(value, bool) or (isinstance(value, str) and value in spec.choices):
-            return value
-        options = "true | false | " + " | ".join(spec.choices)
-        raise ConfigError(f"{key} must be one of {options}, got {_type_name(value)} {_fmt(value)}")
-
-    if spec.kind == "number_list":
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list of numbers, got {_type_name(value)} {_fmt(value)}")
-        if not value:
-            raise ConfigError(f"{key} must be a non-empty list, got []")
-        out = []
-        for i, item in enumerate(value):
-            item_key = f"{key}[{i}]"
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise ConfigError(f"{item_key} must be a number, got {_type_name(item)} {_fmt(item)}")
-            if not math.isfinite(item):
-                raise ConfigError(f"{item_key} must be a finite number, got {item}")
-            _check_number(item_key, item, spec)
-            out.append(item)
-        return out
-
-    raise AssertionError(f"unhandled spec kind {spec.kind}")  # pragma: no cover
+def _message(exc: ValidationError, root: type[_Section] = Config) -> str:
+    return "; ".join(_one_message(err, root) for err in exc.errors())
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# dict <-> dataclasses
+# dict <-> Config
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        where = prefix[:-1] if prefix else "the configuration"
-        raise ConfigError(f"{where} must be a mapping of keys, got {_type_name(data)} {_fmt(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if not isinstance(key, str) or key not in fields:
-            raise _unknown_key_error(prefix + str(key), list(fields), prefix)
-    if cls is ModelConfig and data.get("preset") is not None:
-        data = _with_preset(data, prefix)
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        if _is_section(f):
-            kwargs[name] = _build(_section_type(cls, name), data[name], prefix + name + ".")
-        else:
-            kwargs[name] = _check_leaf(prefix + name, data[name], f.metadata["spec"])
-    return cls(**kwargs)
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a Config from a (partial) nested dict; missing keys take their defaults."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc)) from None
 
 
-def _with_preset(data: Mapping[str, Any], prefix: str) -> dict:
-    """The `model:` section with the named preset's sizes under the keys it gives."""
-    from upt_keras.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
-
-    name = _check_leaf(prefix + "preset", data["preset"], _Spec(kind="str", nullable=True, choices=GRID_PRESETS))
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in preset(name).items() if k in names}
-    return {**sizes, **data}
-
-
-def _validate_tree(obj: Any, prefix: str) -> None:
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if _is_section(f):
-            expected = _section_type(type(obj), f.name)
-            if not isinstance(value, expected):
-                raise ConfigError(f"{prefix + f.name} must be a {expected.__name__}, got {_type_name(value)}")
-            _validate_tree(value, prefix + f.name + ".")
-        else:
-            setattr(obj, f.name, _check_leaf(prefix + f.name, value, f.metadata["spec"]))
+def config_to_dict(cfg: Config) -> dict:
+    """Nested plain dict (only str/int/float/bool/None/list), suitable for YAML or JSON."""
+    return cfg.model_dump()
 
 
 def validate_config(cfg: Config) -> Config:
-    """Check every value of `cfg` and the rules that tie several keys together; returns `cfg` (values coerced in place).
+    """Check `cfg` again; returns it. A Config is checked when built and on assignment: this is for one whose lists
+    were changed in place.
 
     Raises:
         ConfigError: naming the offending dotted key(s) and value(s).
     """
     if not isinstance(cfg, Config):
         raise ConfigError(f"expected a Config, got {_type_name(cfg)}")
-    _validate_tree(cfg, "")
-
-    d, m, t = cfg.data, cfg.model, cfg.training
-    if d.source == "hdf5" and not d.path:
-        raise ConfigError("data.path is required when data.source is 'hdf5', got null")
-    if d.test_fraction + d.val_fraction >= 1.0:
-        raise ConfigError(
-            "data.test_fraction + data.val_fraction must be < 1, got "
-            f"{d.test_fraction} + {d.val_fraction} = {d.test_fraction + d.val_fraction:g}"
-        )
-    # Attention layers split the width evenly over the heads.
-    for width_key, heads_key in (
-        ("encoder_dim", "encoder_heads"),
-        ("approximator_width", "approximator_heads"),
-        ("decoder_width", "decoder_heads"),
-    ):
-        width, heads = getattr(m, width_key), getattr(m, heads_key)
-        if width % heads:
-            raise ConfigError(
-                f"model.{width_key} must be divisible by model.{heads_key}, got {width} and {heads}"
-            )
+    config_from_dict(config_to_dict(cfg))
     return cfg
 
 
@@ -472,16 +462,6 @@ def validate_for_grid(cfg: Config, grid_shape: Iterable[int]) -> None:
         )
 
 
-def config_from_dict(data: Mapping[str, Any] | None) -> Config:
-    """Build and validate a Config from a (partial) nested dict; missing keys take their defaults."""
-    return validate_config(_build(Config, data, ""))
-
-
-def config_to_dict(cfg: Config) -> dict:
-    """Nested plain dict (only str/int/float/bool/None/list), suitable for YAML or JSON."""
-    return dataclasses.asdict(cfg)
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Overrides and files
 # --------------------------------------------------------------------------------------------------------------------
@@ -492,15 +472,13 @@ def _set_dotted(data: dict, dotted: str, value: Any, override: str) -> None:
     if any(not p for p in parts):
         raise ConfigError(f"override {override!r}: malformed key {dotted!r}")
     node: Any = data
-    cls: type = Config
+    cls: type[_Section] = Config
     for depth, part in enumerate(parts[:-1]):
         prefix = ".".join(parts[:depth])
         prefix = prefix + "." if prefix else ""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        if part not in fields or not _is_section(fields[part]):
-            err = _unknown_key_error(".".join(parts), list(fields), prefix)
-            raise ConfigError(f"override {override!r}: {err}")
-        cls = _section_type(cls, part)
+        if part not in _sections(cls):
+            raise ConfigError(f"override {override!r}: {_unknown_key(dotted, cls, prefix)}")
+        cls = _sections(cls)[part]
         child = node.get(part)
         if child is None:
             child = {}
@@ -579,7 +557,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the full config (every key, defaults included) as YAML; `load_config(path)` gives an equal Config."""
-    validate_config(cfg)
     parent = os.path.dirname(os.fspath(path))
     if parent:
         os.makedirs(parent, exist_ok=True)
