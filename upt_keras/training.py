@@ -59,7 +59,6 @@ from upt_keras.config import (
     config_to_dict,
     load_config,
     save_config,
-    validate_config,
     validate_for_grid,
 )
 from upt_keras.run_files import comparable_config, settings_changes, write_json
@@ -166,7 +165,6 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
     """
     from upt_keras.data import PairDataset, compute_normalization, split_indices
 
-    validate_config(cfg)
     d, t = cfg.data, cfg.training
     splits = tuple(splits)
     unknown = set(splits) - {"train", "val", "test", "rollout"}
@@ -538,7 +536,6 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     """
     from upt_keras import evaluation
 
-    validate_config(cfg)
     run_dir = os.fspath(run_dir if run_dir is not None else cfg.output.run_dir)
     os.makedirs(run_dir, exist_ok=True)
     cfg = _resolved_config(cfg, run_dir)

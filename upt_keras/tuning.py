@@ -71,7 +71,7 @@ import yaml
 
 from upt_keras import training
 from upt_keras.callbacks import InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE
-from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, validate_config
+from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from upt_keras.run_files import comparable_config, settings_changes, write_json
 from upt_keras.search_space import (
     DEFAULT_TUNING,
@@ -143,7 +143,6 @@ class UPTHyperModel(keras_tuner.HyperModel):
 
     def __init__(self, base_cfg, data, space=None, name="upt"):
         super().__init__(name=name, tunable=True)
-        validate_config(base_cfg)
         if data.val is None:
             raise ConfigError("a search needs a validation split; set data.val_fraction > 0")
         self.base_cfg, self.data = base_cfg, data
@@ -332,7 +331,6 @@ def tune(cfg: Config, space=None, tuner: str = "random", max_trials: int = 10, d
     Raises:
         ConfigError: invalid config or space, no validation split, or a resumed search with different settings.
     """
-    validate_config(cfg)
     if int(max_trials) < 1:
         raise ConfigError(f"max_trials must be >= 1, got {max_trials}")
     parsed = parse_tuning(space) if not isinstance(space, SearchSpace) else space
