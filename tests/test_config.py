@@ -134,6 +134,16 @@ def test_validate_for_grid():
     validate_for_grid(big_q, (64, 64))  # 4096 points >= 2048
 
 
+def test_assignment_is_checked():
+    cfg = Config()
+    with pytest.raises(ConfigError, match="epochs must be >= 1, got 0"):
+        cfg.training.epochs = 0
+    with pytest.raises(ConfigError, match="model.decoder_width must be divisible by model.decoder_heads"):
+        cfg.model.decoder_heads = 3
+    cfg.training.learning_rate = 1
+    assert cfg.training.learning_rate == 1.0 and isinstance(cfg.training.learning_rate, float)
+
+
 def test_overrides():
     cfg = load_config(
         None,
