@@ -164,20 +164,25 @@ def test_step_norm_consistency_matches_hand_computation_and_scores_the_identity_
     assert float(to_numpy(objective.consistency_term(still, zs, still.step(zs), y1))) < 0.5
 
 
-def test_step_norm_consistency_trains_the_latent_step_further_than_latent_norm():
-    """Same data, seed and steps: the step-normalised term moves step(z_t) nearer encode(u_t+1), relative to the
-    true displacement, than the latent-normalised one (whose error is small from the start)."""
+def test_step_norm_consistency_trains_the_approximator_alone_toward_the_next_latent():
+    """With the consistency term alone (forward weight 0): under "step" it moves step(z_t) toward encode(u_t+1) by
+    training the approximator only (encoder and decoder untouched), well below the identity's score of 1; under
+    "latent" its gradient also reaches the encoder and, measured the same way, it moves the step far less."""
     x, y = wave_pairs(32)
     gaps = {}
     for norm in ("latent", "step"):
-        model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm=norm,
+        model = tiny_upt((32,), forward_loss_weight=0.0, lambda_latent_consistency=1.0, latent_consistency_norm=norm,
                          approximator_zero_init=True, init_seed=1)
-        model.compile(optimizer=keras.optimizers.Adam(3e-3))
-        model.fit(x, y, batch_size=8, epochs=15, verbose=0)
+        before = {part: _snapshot(getattr(model, part)) for part in ("encoder", "approximator", "decoder")}
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.fit(x, y, batch_size=8, epochs=20, verbose=0)
+        moved = {part: any(_moved(getattr(model, part), before[part])) for part in before}
+        assert moved["approximator"] and not moved["decoder"], (norm, moved)
+        assert moved["encoder"] == (norm == "latent"), (norm, moved)
         z = model.encode(x)
         model.latent_consistency_norm = "step"  # measure both the same way
         gaps[norm] = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
-    assert gaps["step"] < 0.7 * gaps["latent"], gaps
+    assert gaps["step"] < 0.85 and gaps["step"] < 0.85 * gaps["latent"], gaps
 
 
 def test_bad_consistency_norm():
