@@ -1,18 +1,25 @@
 import os
 
-import numpy as np
-import pytest
+# JAX compiles every training step with XLA, which is most of a tiny test's time on the CPU. The two code-generation
+# flags halve compile time; they only change how hard the code generator optimises (set before JAX creates its CPU backend).
+if os.environ.get("KERAS_BACKEND") == "jax":
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
+                                        "--xla_llvm_disable_expensive_passes=true"]).strip()
 
-import keras
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
-from upt_keras.presets import preset
+import keras  # noqa: E402
+
+from upt_keras.presets import preset  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
 # The sizes of the "tiny" preset that a grid model uses (what the plain-torch twin takes too).
 POINT_ONLY = ("encoder", "num_supernodes", "supernodes", "supernode_radius", "supernode_neighbours")
 TINY = {k: v for k, v in preset("tiny").items()
-        if k not in ("grid_shape", "num_fields", "approximator_zero_init", "decoder_locality") + POINT_ONLY}
+        if k not in ("grid_shape", "num_fields", "approximator_zero_init", "decoder_locality",
+                       "approximator_locality") + POINT_ONLY}
 
 
 def tiny_upt(grid_shape=(32,), num_fields=1, **kwargs):
@@ -33,6 +40,12 @@ def wave_pairs(num=16, n=32, channels=1, shift=1, seed=0):
     u = (amp[..., None] * np.sin(2 * np.pi * k[None, None, :, None] * x + phase[..., None])).sum(2)
     u = np.moveaxis(u, 1, -1).astype("float32")  # (num, n, C)
     return u, np.roll(u, shift, axis=1)
+
+
+# `compile` keywords for a test that checks what one or two training steps compute (gradients, updates), not how
+# the step is compiled: TensorFlow traces a graph for every new model, which takes far longer than a few eager steps.
+# JAX and torch keep their defaults. Compiled steps have tests of their own (test_train_step.py, the pipelines).
+FEW_STEPS = {"run_eagerly": True} if BACKEND == "tensorflow" else {}
 
 
 @pytest.fixture

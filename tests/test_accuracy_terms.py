@@ -6,7 +6,7 @@ import pytest
 import keras
 from keras import ops
 
-from conftest import tiny_upt, to_numpy, wave_pairs
+from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 from upt_keras import objective
 from upt_keras.layers import AnyPointDecoder, GridEncoder
 
@@ -54,7 +54,7 @@ def test_locality_scales_are_trained_and_saved(tmp_path):
     model = tiny_upt((32,), pooling="average", decoder_locality=True)
     assert model.decoder.locality and model._token_positions is not None
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), **FEW_STEPS)
     before = to_numpy(model.decoder.locality_log_scale).copy()
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert not np.array_equal(before, to_numpy(model.decoder.locality_log_scale))
@@ -73,7 +73,7 @@ def test_zero_init_approximator_starts_as_identity_then_learns():
     np.testing.assert_array_equal(to_numpy(model.step(z)), to_numpy(z))
     # so the untrained one-step prediction is the reconstruction decode(encode(u_t))
     np.testing.assert_allclose(to_numpy(model(x)), to_numpy(model.decode(z)), rtol=1e-6, atol=1e-6)
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), **FEW_STEPS)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     z = model.encode(x)
     assert not np.allclose(to_numpy(model.step(z)), to_numpy(z))
@@ -104,7 +104,7 @@ def test_consistency_alone_trains_approximator_and_encoder_not_decoder():
     """Forward term off, consistency on: the approximator and the encoder move (through z_t), the decoder does not."""
     model = tiny_upt((32,), forward_loss_weight=0.0, lambda_latent_consistency=1.0)
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **FEW_STEPS)
     parts = {name: getattr(model, name) for name in ("encoder", "approximator", "decoder")}
     before = {name: _snapshot(layer) for name, layer in parts.items()}
     history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
@@ -256,3 +256,107 @@ def test_latent_noise_trains_under_fit():
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert history.history["forward_loss"][1] < history.history["forward_loss"][0]
+
+
+def test_consistency_frequency_adds_the_term_on_every_nth_step_only():
+    """latent_consistency_frequency=2: the loss is forward + consistency on steps 0, 2, ... and forward alone on
+    steps 1, 3, ...; the tracker averages the steps the term was on."""
+    model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_frequency=2)
+    model.compile(optimizer="adam")
+    x, y = wave_pairs(4)
+    z = model.encode(x)
+    z1 = model.step(z)
+    forward = np.mean((to_numpy(model.decode(z1)) - y) ** 2)
+    consistency = float(to_numpy(objective.consistency_term(model, z, z1, y)))
+    assert consistency > 1e-4
+    pred = {"z": z, "z_next": z1}
+    losses = [float(to_numpy(model.compute_loss(x, y, pred, training=True))) for _ in range(3)]
+    np.testing.assert_allclose(losses, [forward + consistency, forward, forward + consistency], rtol=1e-4)
+    np.testing.assert_allclose(to_numpy(model.consistency_tracker.result()), consistency, rtol=1e-4)
+    with pytest.raises(ValueError, match="latent_consistency_frequency"):
+        tiny_upt((32,), latent_consistency_frequency=0)
+
+
+def test_consistency_frequency_trains_through_fit():
+    """The compiled step (a cond on the step counter on TF and JAX) runs, and the term alone, on every 2nd step,
+    still moves step(z_t) toward encode(u_t+1) (the identity scores 1)."""
+    x, y = wave_pairs(32)
+    model = tiny_upt((32,), forward_loss_weight=0.0, lambda_latent_consistency=1.0, latent_consistency_norm="step",
+                     latent_consistency_frequency=2, approximator_zero_init=True, init_seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(x, y, batch_size=8, epochs=40, verbose=0)
+    z = model.encode(x)
+    gap = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+    assert gap < 0.9, gap  # the identity scores 1
+    assert np.all(np.isfinite(history.history["consistency_loss"]))
+
+
+def test_validation_reports_the_consistency_term():
+    """val_consistency_loss is the term on the validation data (it used to read 0: never computed there)."""
+    x, y = wave_pairs(8)
+    model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm="step")
+    model.compile(optimizer="adam")
+    result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    z = model.encode(x)
+    expected = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+    assert expected > 1e-4
+    np.testing.assert_allclose(result["consistency_loss"], expected, rtol=1e-4)
+
+
+def test_relative_forward_loss_matches_hand_computation():
+    """forward_loss="relative": mean over samples and fields of ||pred - true|| / ||true|| (physical units), so a
+    sample of small amplitude weighs as much as a large one; evaluation still reports the MSE."""
+    model = tiny_upt((32,), forward_loss="relative", field_mean=[0.3], field_std=[2.0])
+    model.compile(optimizer="adam")
+    x, y = wave_pairs(4)
+    y = y * np.array([1.0, 0.01, 1.0, 0.1], "float32")[:, None, None]  # two samples of small amplitude
+    z = model.encode(x)
+    z1 = model.step(z)
+    pred = to_numpy(model.decode(z1))
+    expected = np.mean(np.sqrt(np.sum((pred - y) ** 2, axis=1) / np.sum(y ** 2, axis=1)))
+    got = to_numpy(model.compute_loss(x, y, {"z": z, "z_next": z1}, training=True))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    mse = np.mean(((pred - y) / 2.0) ** 2)
+    assert abs(float(got) - mse) > 0.1 * mse
+    result = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["forward_loss"], mse, rtol=1e-4)
+    with pytest.raises(ValueError, match="forward_loss"):
+        tiny_upt((32,), forward_loss="l1")
+
+
+# ----------------------------------------------------------------- approximator locality
+def test_approximator_locality_bias_prefers_near_tokens_and_starts_at_the_decoders_scales():
+    from upt_keras.layers import Approximator
+
+    approx = Approximator(8, width=16, depth=1, num_heads=4, locality=True)
+    positions = (np.arange(8, dtype="float32")[:, None] + 0.5) / 8
+    z = np.random.default_rng(0).normal(size=(2, 8, 8)).astype("float32")
+    with_bias = to_numpy(approx(z, dt=0.1, positions=positions))  # builds the layer
+    bias = to_numpy(approx.locality_bias(positions))  # (1, heads, T, T)
+    assert bias.shape == (1, 4, 8, 8)
+    # -s_h * (token distance in spacings)^2, s_h = 1, 1/4, 1/16, 1/64
+    np.testing.assert_allclose(bias[0, :, 0, 1], [-1.0, -0.25, -1 / 16, -1 / 64], rtol=1e-5)
+    np.testing.assert_allclose(bias[0, 0, 2, 5], -9.0, rtol=1e-5)
+    assert np.all(np.diag(bias[0, 0]) == 0)
+    without = to_numpy(approx(z, dt=0.1))
+    assert not np.allclose(with_bias, without)  # the bias changes the attention
+    config = approx.get_config()
+    assert config["locality"] is True
+    clone = Approximator.from_config(config)
+    clone(z, dt=0.1, positions=positions)
+    clone.set_weights(approx.get_weights())
+    np.testing.assert_allclose(to_numpy(clone(z, dt=0.1, positions=positions)), with_bias, rtol=1e-5, atol=1e-6)
+
+
+def test_model_steps_with_the_token_positions_and_the_bias_is_trained():
+    """UPT.step hands the encoder's token positions to the approximator; the scales get gradients through fit."""
+    model = tiny_upt((32,), pooling="average", approximator_locality=True)
+    assert model.approximator.locality and model.encoder.token_positions is not None
+    x, y = wave_pairs(8)
+    z = model.encode(x)
+    expected = to_numpy(model.approximator(z, dt=model.dt, positions=model.encoder.token_positions))
+    np.testing.assert_allclose(to_numpy(model.step(z)), expected, rtol=1e-5, atol=1e-6)
+    before = to_numpy(model.approximator.locality_log_scale).copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert not np.allclose(to_numpy(model.approximator.locality_log_scale), before)

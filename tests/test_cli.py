@@ -53,10 +53,12 @@ output:
 
 
 def _env():
-    """Environment for child processes: this backend, one CPU thread each (the machine may be shared)."""
+    """Environment for child processes: this backend, one CPU thread each (the machine may be shared); on JAX the
+    XLA code-generation flags of conftest.py (half the compile time)."""
     env = dict(os.environ, KERAS_BACKEND=BACKEND, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+               XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                         " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
     return env
 
 

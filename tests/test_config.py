@@ -61,6 +61,7 @@ def test_partial_dict_and_empty_sections_take_defaults():
         ({"training": {"query_sampling": {"num_querie": 3}}},
          ["training.query_sampling.num_querie", "training.query_sampling.num_queries"]),
         ({"lambda_inv_enc": 0.1}, ["'lambda_inv_enc'", "training.lambda_inv_enc"]),  # key in the wrong section
+        ({"training": {"zzz": 1}}, ["'training.zzz'", "valid keys here: training.epochs, "]),  # nothing near
         ({"training": {"lambda_inv_enc": -0.1}}, ["training.lambda_inv_enc", ">= 0", "-0.1"]),
         ({"training": {"lambda_inv_dec": -1}}, ["training.lambda_inv_dec", "-1"]),
         ({"model": {"frequencies": [1, 0, 4]}}, ["model.frequencies[1]", "> 0", "got 0"]),

@@ -31,6 +31,8 @@ CASES = {
                    (B, 5, 8)),
     "Approximator": (Approximator, dict(latent_dim=8, width=16, depth=1, num_heads=2), [_normal(B, 4, 8)],
                      {"dt": 0.1}, (B, 4, 8)),
+    "Approximator_locality": (Approximator, dict(latent_dim=8, width=16, depth=1, num_heads=2, locality=True),
+                              [_normal(B, 4, 8)], {"dt": 0.1, "positions": _uniform(4, 1)}, (B, 4, 8)),
     "GridEncoder_1d": (GridEncoder, dict(grid_shape=(16,), num_channels=2, patch_size=4, dim=8, num_heads=2,
                                          num_latent_tokens=2, latent_dim=8), [_normal(B, 16, 2)], {}, (B, 2, 8)),
     "GridEncoder_2d_average": (GridEncoder, dict(grid_shape=(8, 8), num_channels=1, patch_size=4, dim=8,

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 
-from conftest import tiny_upt, to_numpy, wave_pairs
+from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_mixed_fit_is_finite_and_update_matches_float32(tmp_path, mixed_policy):
     scaled_sgd = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e-2), initial_scale=2.0**10)
     for model, optimizer in ((ref, keras.optimizers.SGD(1e-2)), (mixed, scaled_sgd)):
         before = [to_numpy(w).copy() for w in model.trainable_weights]
-        model.compile(optimizer=optimizer)
+        model.compile(optimizer=optimizer, **FEW_STEPS)
         history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
         deltas.append(np.concatenate([(to_numpy(w) - b).ravel() for w, b in zip(model.trainable_weights, before)]))
@@ -66,7 +66,7 @@ def test_overflow_step_is_skipped_and_scale_halves(mixed_policy):
     model = _build(True)
     x, y = wave_pairs(4)
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1e-2), initial_scale=2.0**10)
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, **FEW_STEPS)
     before = [to_numpy(w).copy() for w in model.trainable_weights]
     huge = (x * 1e4).astype("float32")  # float16 overflows inside the network -> non-finite gradients
     model.fit(huge, huge, batch_size=4, epochs=1, verbose=0)
@@ -82,7 +82,7 @@ def test_bfloat16_policy_runs():
     try:
         model = _build(True)
         x, y = wave_pairs(4)
-        model.compile(optimizer="adam")
+        model.compile(optimizer="adam", **FEW_STEPS)
         history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
         assert model.encoder.compute_dtype == "bfloat16"

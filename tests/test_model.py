@@ -8,7 +8,7 @@ import pytest
 import keras
 from keras import ops
 
-from conftest import BACKEND, tiny_upt, to_numpy, wave_pairs
+from conftest import BACKEND, FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 
 
 @pytest.mark.parametrize("grid_shape,num_fields", [((32,), 1), ((16, 8), 2)])
@@ -129,7 +129,7 @@ def test_normalisation_is_internal():
 def test_gradients_reach_every_trainable_weight():
     model = tiny_upt((32,), use_inverse_losses=True, lambda_inv_enc=0.1, lambda_inv_dec=0.1)
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), **FEW_STEPS)
     before = [to_numpy(w).copy() for w in model.trainable_weights]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)  # step 0 is an inverse step
     after = [to_numpy(w) for w in model.trainable_weights]
@@ -140,7 +140,7 @@ def test_gradients_reach_every_trainable_weight():
 def test_gradients_of_the_forward_loss_alone_reach_every_weight():
     model = tiny_upt((32,))
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    model.compile(optimizer=keras.optimizers.SGD(0.5), **FEW_STEPS)
     before = [to_numpy(w).copy() for w in model.trainable_weights]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     unchanged = [w.path for w, b in zip(model.trainable_weights, before) if np.array_equal(b, to_numpy(w))]

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 
-from conftest import tiny_upt, to_numpy, wave_pairs
+from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 from upt_keras import UPT, objective
 from upt_keras.layers import GridEncoder, PointCloudEncoder
 from upt_keras.losses import field_mse
@@ -154,7 +154,7 @@ def test_inverse_decoding_from_the_sampled_points_only():
     assert float(loss) == pytest.approx(float(to_numpy(expected)), rel=1e-5)
 
     del model._decode  # back to the method: one training step moves the encoder and the decoder
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **FEW_STEPS)
     before = {n: [to_numpy(w).copy() for w in getattr(model, n).trainable_weights] for n in ("encoder", "decoder")}
     model.fit(x, v, batch_size=4, epochs=1, verbose=0)
     for name, weights in before.items():

@@ -5,7 +5,7 @@ import pytest
 
 import keras
 
-from conftest import BACKEND, tiny_upt, to_numpy, wave_pairs
+from conftest import BACKEND, FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 from upt_keras import InverseLossCurriculum, curriculum_weight
 
 
@@ -25,7 +25,7 @@ def test_inverse_terms_alone_train_encoder_and_decoder(term):
         lambda_inv_enc=1.0 if term == "inv_enc" else 0.0, lambda_inv_dec=1.0 if term == "inv_dec" else 0.0,
     )
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **FEW_STEPS)
     parts = {name: getattr(model, name) for name in ("encoder", "approximator", "decoder")}
     before = {name: _snapshot(layer) for name, layer in parts.items()}
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
@@ -41,7 +41,7 @@ def test_inverse_terms_alone_train_encoder_and_decoder(term):
 def test_without_forward_and_weights_zero_nothing_moves():
     model = tiny_upt((32,), use_inverse_losses=True, forward_loss_weight=0.0, lambda_inv_enc=0.0, lambda_inv_dec=0.0)
     x, y = wave_pairs(4)
-    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), **FEW_STEPS)
     before = _snapshot(model)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert not any(_changed(model.trainable_weights, before))
@@ -135,11 +135,19 @@ def test_query_indices_change_every_compiled_step():
     assert not np.array_equal(state, to_numpy(model.query_sampler.seed_generator.state))
 
 
-@pytest.mark.parametrize("warmup,ramp,base,cap", [(1, 2, 0.02, 0.05), (2, None, 0.2, 0.05), (0, 0, 0.03, 0.05)])
-def test_curriculum_schedule_is_what_training_sees(warmup, ramp, base, cap):
-    model = tiny_upt((32,), use_inverse_losses=True, lambda_inv_enc=base, lambda_inv_dec=base / 2)
-    x, y = wave_pairs(4)
+@pytest.fixture(scope="module")
+def curriculum_model():
+    """One compiled model for every schedule below: Keras keeps its compiled training step across `fit` calls."""
+    model = tiny_upt((32,), use_inverse_losses=True)
     model.compile(optimizer="adam")
+    return model
+
+
+@pytest.mark.parametrize("warmup,ramp,base,cap", [(1, 2, 0.02, 0.05), (2, None, 0.2, 0.05), (0, 0, 0.03, 0.05)])
+def test_curriculum_schedule_is_what_training_sees(curriculum_model, warmup, ramp, base, cap):
+    model = curriculum_model
+    model.lambda_inv_enc, model.lambda_inv_dec = base, base / 2  # the base weights the curriculum schedules
+    x, y = wave_pairs(4)
     epochs = 5
     history = model.fit(x, y, batch_size=4, epochs=epochs, verbose=0,
                         callbacks=[InverseLossCurriculum(warmup_epochs=warmup, ramp_epochs=ramp, max_weight=cap)])

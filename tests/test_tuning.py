@@ -200,6 +200,42 @@ def test_space_errors_name_the_key(space, overrides, match):
         tuning.resolve_space(space, cfg, num_points=256)
 
 
+@pytest.mark.parametrize("space, message", [
+    # unknown keys: the nearest valid key, else the keys valid there
+    ({"lambda_inv_enc": {"min": 1e-3, "maxx": 0.01}},
+     "unknown key 'tuning.lambda_inv_enc.maxx' (did you mean 'tuning.lambda_inv_enc.max'?)"),
+    ({"num_queries": {"fraction": [0.5]}},
+     "unknown key 'tuning.num_queries.fraction' (did you mean 'tuning.num_queries.fractions'?)"),
+    ({"zzz": 1}, "unknown key 'tuning.zzz' (valid keys here: tuning.objective, tuning.lambda_inv_enc, "
+                 "tuning.lambda_inv_dec, tuning.num_queries, tuning.inverse_loss_frequency)"),
+    # ranges
+    ({"lambda_inv_enc": {"min": 0.1, "max": 0.01}}, "tuning.lambda_inv_enc.max must be >= its min, got 0.01 < 0.1"),
+    ({"lambda_inv_dec": {"min": -1, "sampling": "linear"}}, "tuning.lambda_inv_dec.min must be >= 0, got -1.0"),
+    ({"lambda_inv_enc": -0.5}, "tuning.lambda_inv_enc must be >= 0, got -0.5"),
+    ({"num_queries": {"fractions": [0.5, 2]}}, "tuning.num_queries.fractions[1] must be in (0, 1], got 2"),
+    # types
+    ({"lambda_inv_enc": {"allow_zero": 1}}, "tuning.lambda_inv_enc.allow_zero must be true or false, got int 1"),
+    ({"lambda_inv_dec": "abc"}, "tuning.lambda_inv_dec must be a number, got str 'abc'"),
+    ({"lambda_inv_enc": {"sampling": "lin"}}, "tuning.lambda_inv_enc.sampling must be one of log | linear, got 'lin'"),
+    ({"num_queries": {"values": [8, 2.5]}}, "tuning.num_queries.values[1] must be a positive integer, got 2.5"),
+    ({"inverse_loss_frequency": []}, "tuning.inverse_loss_frequency must be a non-empty list, got []"),
+    ([0.1], "tuning must be a mapping of keys, got list [0.1]"),
+])
+def test_tuning_section_messages(space, message):
+    with pytest.raises(ConfigError) as info:
+        tuning.parse_tuning(space)
+    assert str(info.value) == message
+
+
+def test_tuning_section_normalised():
+    space = tuning.parse_tuning({"lambda_inv_enc": "1e-3", "lambda_inv_dec": None, "num_queries": [64, 16, 64],
+                                 "inverse_loss_frequency": 2})
+    assert space == {"objective": "val_forward_loss", "lambda_inv_enc": 1e-3, "lambda_inv_dec": None,
+                     "num_queries": {"values": [16, 64]}, "inverse_loss_frequency": [2]}
+    assert tuning.parse_tuning(space) == space  # a parsed space parses to itself
+    assert tuning.parse_tuning({"num_queries": {"fractions": 0.5}})["num_queries"] == {"fractions": [0.5]}
+
+
 def test_tuning_yaml_file(tmp_path, files):
     space = tuning.load_tuning_config(files["space"])
     assert space["num_queries"] == {"fractions": [0.5, 1.0]} and space["inverse_loss_frequency"] is None
@@ -276,6 +312,11 @@ def test_tune_command_arguments_and_errors(tmp_path, files, capsys):
     assert cli.main(["tune", "--config", files["base"], "--tuning-config", str(bad), "-d", str(tmp_path)]) == 2
     assert "tuning.objective" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "upt")  # refused before any search started
+    bad.write_text("tuning:\n  num_queries: {fraction: [0.5]}\n")
+    assert cli.main(["tune", "--config", files["base"], "--tuning-config", str(bad), "-d", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f"{bad}: unknown key 'tuning.num_queries.fraction' (did you mean 'tuning.num_queries.fractions'?)")
 
 
 # ------------------------------------------------------------------------------------------------------- the search

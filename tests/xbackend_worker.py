@@ -1,8 +1,9 @@
-"""Helper process for cross-backend checks: loads a .keras model under $KERAS_BACKEND and
-writes its predictions and its training loss (on fixed query indices) to an .npz file.
+"""Helper process for cross-backend checks: loads .keras models under $KERAS_BACKEND, writes each one's predictions
+and training loss (on fixed query indices) to an .npz file and, where asked, saves it again under this backend.
 
-Usage: python xbackend_worker.py MODEL.keras BATCH.npz OUT.npz [MODEL2.keras BATCH2.npz OUT2.npz ...]
-A batch with `positions` is a point cloud: the model input is {"fields": x, "positions": positions}.
+Usage: python xbackend_worker.py MODEL.keras BATCH.npz OUT.npz RESAVE.keras [MODEL2.keras BATCH2.npz OUT2.npz -] ...
+RESAVE.keras `-`: no copy. A batch with `positions` is a point cloud: the model input is
+{"fields": x, "positions": positions}.
 """
 
 import sys
@@ -26,16 +27,22 @@ def model_input(batch):
     return batch["x"]
 
 
-def main(*paths):
+def load_and_evaluate(model_path, batch_path, out_path, resave_path="-"):
     import keras
 
     import upt_keras  # noqa: F401  (registers the serialisable classes)
 
-    for model_path, batch_path, out_path in zip(paths[0::3], paths[1::3], paths[2::3]):
-        batch = dict(np.load(batch_path))
-        model = keras.saving.load_model(model_path, compile=False)
-        pred, loss = evaluate(model, model_input(batch), batch["y"], batch["idx"])
-        np.savez(out_path, pred=pred, loss=loss, backend=keras.backend.backend())
+    batch = dict(np.load(batch_path))
+    model = keras.saving.load_model(model_path, compile=False)
+    if resave_path != "-":
+        model.save(resave_path)  # the same weights, written by this backend
+    pred, loss = evaluate(model, model_input(batch), batch["y"], batch["idx"])
+    np.savez(out_path, pred=pred, loss=loss, backend=keras.backend.backend())
+
+
+def main(*paths):
+    for group in zip(paths[0::4], paths[1::4], paths[2::4], paths[3::4]):
+        load_and_evaluate(*group)
 
 
 if __name__ == "__main__":

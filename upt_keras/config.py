@@ -31,7 +31,7 @@ import difflib
 import math
 import os
 import re
-from typing import Annotated, Any, Iterable, Mapping, Optional, Union
+from typing import Annotated, Any, Iterable, Mapping, Optional, Union, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
@@ -79,8 +79,9 @@ def _got(value: Any) -> str:
     return f"got {_type_name(value)} {_fmt(value)}"
 
 
-def _leaf_error(text: str) -> PydanticCustomError:
-    return PydanticCustomError("leaf", "{text}", {"text": text})
+def _leaf_error(text: str, key: str = "") -> PydanticCustomError:
+    """`key`: the sub-key `text` is about (a model validator's error is located at its model)."""
+    return PydanticCustomError("leaf", "{text}", {"text": text, "key": key})
 
 
 def _config_error(text: str) -> PydanticCustomError:
@@ -216,6 +217,7 @@ class ModelConfig(_Section):
     approximator_depth: Int = Field(4, ge=1)
     approximator_heads: Int = Field(4, ge=1)
     approximator_zero_init: Bool = False  # untrained approximator = identity
+    approximator_locality: Bool = False  # distance bias in the approximator's attention (average pooling)
     mlp_ratio: Int = Field(4, ge=1)
     decoder_width: Int = Field(128, ge=1)
     decoder_depth: Int = Field(2, ge=1)
@@ -289,6 +291,9 @@ class TrainingConfig(_Section):
     latent_consistency_steps: Int = Field(1, ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
     # what the consistency error is relative to: the target latent's second moment, or the latent step itself
     latent_consistency_norm: _one_of("latent", "step") = "latent"
+    latent_consistency_frequency: Int = Field(1, ge=1)  # the consistency term on every n-th step only
+    # the forward (and rollout) term's error: MSE in normalised units, or relative L2 per sample (nRMSE as a loss)
+    forward_loss: _one_of("mse", "relative") = "mse"
     distribution: Optional[_one_of("data_parallel", nullable=True)] = None
 
     @property
@@ -331,12 +336,18 @@ class Config(_Section):
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def _model_in(annotation: Any) -> type[_Section] | None:
+    """The section a field holds, looking through Optional, Annotated and unions (None: a plain value)."""
+    if isinstance(annotation, type) and issubclass(annotation, _Section):
+        return annotation
+    return next(filter(None, map(_model_in, get_args(annotation))), None)
+
+
 def _sections(cls: type[_Section]) -> dict[str, type[_Section]]:
-    return {name: f.annotation for name, f in cls.model_fields.items()
-            if isinstance(f.annotation, type) and issubclass(f.annotation, _Section)}
+    return {name: model for name, f in cls.model_fields.items() if (model := _model_in(f.annotation))}
 
 
-def _all_paths(cls: type[_Section] = Config, prefix: str = "") -> list[str]:
+def _all_paths(cls: type[_Section], prefix: str = "") -> list[str]:
     paths = []
     for name in cls.model_fields:
         paths.append(prefix + name)
@@ -345,24 +356,22 @@ def _all_paths(cls: type[_Section] = Config, prefix: str = "") -> list[str]:
     return paths
 
 
-def _suggest(dotted: str, local_names: list[str], prefix: str) -> str:
-    """Nearest valid key: first among siblings, then among every dotted path in the schema."""
+def _suggest(dotted: str, local_names: list[str], prefix: str, root: type[_Section]) -> str:
+    """Nearest valid key: first among siblings, then (a key placed in the wrong section, e.g. `lambda_inv_enc` at
+    top level) among the last components of every dotted path in the schema. The whole dotted key is not compared:
+    its shared prefix alone makes any key of the same section look close."""
     last = dotted.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(last, local_names, n=1, cutoff=0.6)
     if close:
         return prefix + close[0]
-    close = difflib.get_close_matches(dotted, _all_paths(), n=1, cutoff=0.6)
-    if close:
-        return close[0]
-    # A key placed in the wrong section (e.g. `lambda_inv_enc` at top level): match on the last component.
-    by_last = {p.rsplit(".", 1)[-1]: p for p in _all_paths()}
+    by_last = {p.rsplit(".", 1)[-1]: p for p in _all_paths(root)}
     close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
     return by_last[close[0]] if close else ""
 
 
-def _unknown_key(dotted: str, cls: type[_Section], prefix: str) -> str:
+def _unknown_key(dotted: str, cls: type[_Section], prefix: str, root: type[_Section] = Config) -> str:
     local_names = list(cls.model_fields)
-    hint = _suggest(dotted, local_names, prefix)
+    hint = _suggest(dotted, local_names, prefix, root)
     if hint:
         return f"unknown key '{dotted}' (did you mean '{hint}'?)"
     return f"unknown key '{dotted}' (valid keys here: {', '.join(prefix + n for n in local_names)})"
@@ -373,22 +382,32 @@ _EXPECTED = {"int_type": "an integer", "bool_type": "true or false", "list_type"
              "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
 
 
+def _located(loc: tuple, root: type[_Section]) -> tuple[str, type[_Section] | None]:
+    """The dotted key of an error location (a union's tags left out), and the section holding its last key."""
+    path, cls = "", root
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif cls is None or part in cls.model_fields:
+            path += f".{part}"
+            cls = _sections(cls).get(part) if cls else None
+    return path.lstrip("."), cls
+
+
 def _one_message(err: dict, root: type[_Section]) -> str:
     loc, kind, value = err["loc"], err["type"], err.get("input")
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     if kind == "config":
         return err["msg"]
     if kind == "extra_forbidden":
-        cls = root
-        for part in loc[:-1]:
-            cls = _sections(cls)[part]
-        prefix = ".".join(map(str, loc[:-1]))
-        return _unknown_key(path, cls, prefix + "." if prefix else "")
-    path = path or "the configuration"
+        prefix, cls = _located(loc[:-1], root)
+        prefix = prefix + "." if prefix else ""
+        return _unknown_key(f"{prefix}{loc[-1]}", cls, prefix, root)
+    path = _located(loc, root)[0] or "the configuration"
     if value is None:
         return f"{path} must not be null"
     if kind == "leaf":
-        return f"{path} {err['msg']}"
+        key = err["ctx"]["key"]
+        return f"{path}.{key} {err['msg']}" if key else f"{path} {err['msg']}"
     if kind in _BOUNDS:
         name, sign = _BOUNDS[kind]
         return f"{path} must be {sign} {err['ctx'][name]:g}, got {_fmt(value)}"
@@ -397,8 +416,16 @@ def _one_message(err: dict, root: type[_Section]) -> str:
     return f"{path}: {err['msg']}, {_got(value)}"
 
 
-def _message(exc: ValidationError, root: type[_Section] = Config) -> str:
+def _message(exc: ValidationError, root: type[_Section]) -> str:
     return "; ".join(_one_message(err, root) for err in exc.errors())
+
+
+def _validated(cls: type[_Section], data: Any) -> _Section:
+    """`cls` built from `data`; pydantic's errors as one ConfigError."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_message(exc, cls)) from None
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -408,10 +435,7 @@ def _message(exc: ValidationError, root: type[_Section] = Config) -> str:
 
 def config_from_dict(data: Mapping[str, Any] | None) -> Config:
     """Build and validate a Config from a (partial) nested dict; missing keys take their defaults."""
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_message(exc)) from None
+    return _validated(Config, data)
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -138,7 +138,7 @@ class UPT(keras.Model):
 
     def step(self, z, dt=None):
         """Advances latent tokens by one time step `dt` (default: the model's dt; scalar or (B,))."""
-        return self.approximator(z, dt=self.dt if dt is None else dt)
+        return self.approximator(z, dt=self.dt if dt is None else dt, positions=self._token_positions)
 
     def decode(self, z, coords=None, chunk_size=None, gradients=False):
         """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)).

@@ -11,8 +11,10 @@ the grid (B, *grid, C) for a grid encoder, or `{"fields": (B, N, C),
 model's output grid: (B, *grid, C), or (B, K, *grid, C) for K-step terms.
 
 Terms (normalised units, every field alike):
-- forward: MSE(decode(step(encode(u_t)), X_q), u_{t+1}(X_q)) on Q sampled grid points;
-  with `rollout_loss_steps` K > 1 the mean over k = 1..K of the same MSE after k latent steps.
+- forward: MSE(decode(step(encode(u_t)), X_q), u_{t+1}(X_q)) on Q sampled grid points, or with
+  `forward_loss="relative"` the relative L2 error ||pred - u_{t+1}|| / ||u_{t+1}|| per sample and field (physical
+  units, over the Q points); with `rollout_loss_steps` K > 1 the mean over k = 1..K of the same error after k
+  latent steps. Evaluation reports the one-step MSE (`val_forward_loss`) either way.
 - on every `inverse_loss_frequency`-th step when `use_inverse_losses` and a weight is > 0:
   - inverse encoding x `inv_enc_weight`: MSE(decode(encode(u_t), X_q), u_t(X_q)) (for a point
     cloud: at its own points),
@@ -21,7 +23,7 @@ Terms (normalised units, every field alike):
     (`"queries"`: the encoder re-encodes the decoded field from those Q points).
   On an inverse step the next-step latent is decoded once on X and serves both the forward and the
   inverse-decoding term; on other steps the inverse terms are not computed at all.
-- latent consistency x `lambda_latent_consistency`: mean over q = 1..M of
+- latent consistency x `lambda_latent_consistency`, on every `latent_consistency_frequency`-th step: mean over q = 1..M of
   ||step^q(z_t) - sg(encode(u_t+q))||^2 / mean(sg(encode(u_t+q))^2) (`latent_consistency_norm="latent"`),
   or / mean(sg(encode(u_t+q) - z_t)^2), the error of the identity (`"step"`).
 """
@@ -31,7 +33,7 @@ from keras import ops
 
 from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
-from upt_keras.losses import field_mse, latent_mse
+from upt_keras.losses import field_mse, field_relative_l2, latent_mse
 from upt_keras.sampling import QuerySampler
 
 TRAINING_DEFAULTS = dict(
@@ -49,6 +51,8 @@ TRAINING_DEFAULTS = dict(
     latent_noise=0.0,
     inverse_decoding_points="all",
     latent_consistency_norm="latent",
+    latent_consistency_frequency=1,
+    forward_loss="mse",
 )
 
 
@@ -60,13 +64,16 @@ def configure(model, **settings):
         if s[name] < 0:
             raise ValueError(f"{name} must be >= 0, got {s[name]}")
         s[name] = float(s[name])
-    for name in ("inverse_loss_frequency", "rollout_loss_steps", "latent_consistency_steps"):
+    for name in ("inverse_loss_frequency", "rollout_loss_steps", "latent_consistency_steps",
+                 "latent_consistency_frequency"):
         if int(s[name]) < 1:
             raise ValueError(f"{name} must be >= 1, got {s[name]}")
         s[name] = int(s[name])
     s["use_inverse_losses"] = bool(s["use_inverse_losses"])
     if s["inverse_decoding_points"] not in ("all", "queries"):
         raise ValueError(f"inverse_decoding_points must be 'all' or 'queries', got {s['inverse_decoding_points']!r}")
+    if s["forward_loss"] not in ("mse", "relative"):
+        raise ValueError(f"forward_loss must be 'mse' or 'relative', got {s['forward_loss']!r}")
     if s["latent_consistency_norm"] not in ("latent", "step"):
         raise ValueError(f"latent_consistency_norm must be 'latent' or 'step', got {s['latent_consistency_norm']!r}")
     if s["inverse_decoding_points"] == "queries" and model.encoder.input_kind != "points":
@@ -150,7 +157,7 @@ def compute_loss(model, x, y, y_pred, training=True):
     u_next_q = u_next if idx is None else ops.take(u_next, idx, axis=1)
 
     def forward_only():
-        forward = field_mse(model._decode(z_next, coords_q), u_next_q, std)
+        forward = forward_error(model, model._decode(z_next, coords_q), u_next_q, std)
         return forward, ops.zeros((), "float32"), ops.zeros((), "float32")
 
     def with_inverse():
@@ -159,12 +166,12 @@ def compute_loss(model, x, y, y_pred, training=True):
             pred_q = model._decode(z_next, coords_q)  # (B, Q, C), physical
             where = ops.broadcast_to(ops.cast(coords_q, "float32")[None], (batch,) + tuple(coords_q.shape))
             inv_dec = latent_mse(model.encode(pred_q, where), ops.stop_gradient(z_next))
-            return field_mse(pred_q, u_next_q, std), inv_enc, inv_dec
+            return forward_error(model, pred_q, u_next_q, std), inv_enc, inv_dec
         # Decode the next latent once on the full grid: it serves the forward loss (at the sampled points)
         # and the inverse decoding (re-encoded).
         u_next_pred = model._decode(z_next, coords)  # (B, N, C), physical
         pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
-        forward = field_mse(pred_q, u_next_q, std)
+        forward = forward_error(model, pred_q, u_next_q, std)
         inv_dec = latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next))
         return forward, inv_enc, inv_dec
 
@@ -186,12 +193,31 @@ def compute_loss(model, x, y, y_pred, training=True):
         model.inv_enc_weight_tracker.update_state(w_enc)
         model.inv_dec_weight_tracker.update_state(w_dec)
     if model.lambda_latent_consistency > 0:
-        consistency = consistency_term(model, z, z_next, y, later)
-        model.consistency_tracker.update_state(consistency)
+        def consistency():
+            # under "step" the approximator alone: it steps the constant sg(z_t) once more (see consistency_term)
+            first = (model.step(ops.stop_gradient(ops.cast(z, "float32")))
+                     if model.latent_consistency_norm == "step" else z_next)
+            return consistency_term(model, z, first, y, later)
+
+        if model.latent_consistency_frequency == 1:
+            consistency, on = consistency(), 1.0
+        else:  # every frequency-th step only: the other steps skip its encoding and approximator pass
+            on = ops.equal(ops.mod(model.train_step_counter, model.latent_consistency_frequency), 0)
+            consistency = ops.cond(on, consistency, lambda: ops.zeros((), "float32"))
+            on = ops.cast(on, "float32")
+        model.consistency_tracker.update_state(consistency, sample_weight=on)
         total = total + model.lambda_latent_consistency * consistency
     model.train_step_counter.assign_add(1)
     model.forward_loss_tracker.update_state(forward)
     return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+
+
+def forward_error(model, pred, target, std):
+    """The forward term's error of predicted physical fields: `field_mse` in normalised units (`forward_loss="mse"`)
+    or the relative L2 error per sample (`"relative"`, PDEBench's nRMSE as a loss)."""
+    if model.forward_loss == "relative":
+        return field_relative_l2(pred, target)
+    return field_mse(pred, target, std)
 
 
 def _inverse_encoding(model, z, fields, positions, idx, coords_q, std):
@@ -205,17 +231,22 @@ def _inverse_encoding(model, z, fields, positions, idx, coords_q, std):
 def _evaluation_loss(model, fields, positions, y, later, y_pred, std):
     forward = field_mse(y_pred, y, std)
     model.forward_loss_tracker.update_state(forward)
-    z = None
-    if model.use_inverse_losses:  # reported on the full grid, not added to the loss
-        z = model.encode(fields, positions)
+    rollout = bool(later) and model.rollout_loss_steps > 1
+    if not (model.use_inverse_losses or rollout or model.lambda_latent_consistency > 0):
+        return scale_loss_for_replicas(forward)
+    # the terms below are reported, not added to the loss; they share one encoding and one latent step
+    z = model.encode(fields, positions)
+    z_next = model.step(z)
+    if model.use_inverse_losses:  # on the full grid
         model.inv_enc_tracker.update_state(_inverse_encoding(model, z, fields, positions, None, model.grid_coords,
                                                              std))
-        model.inv_dec_tracker.update_state(latent_mse(model.encode_grid(y_pred), model.step(z)))
+        model.inv_dec_tracker.update_state(latent_mse(model.encode_grid(y_pred), z_next))
         model.inv_enc_weight_tracker.update_state(model.inv_enc_weight)
         model.inv_dec_weight_tracker.update_state(model.inv_dec_weight)
-    if later and model.rollout_loss_steps > 1:  # the latent rollout error of steps 2..K, on the full grid
-        z = model.encode(fields, positions) if z is None else z
-        rollout_term(model, forward, model.step(z), later, None, ops.convert_to_tensor(model.grid_coords), std)
+    if rollout:  # the latent rollout error of steps 2..K, on the full grid
+        rollout_term(model, forward, z_next, later, None, ops.convert_to_tensor(model.grid_coords), std)
+    if model.lambda_latent_consistency > 0:
+        model.consistency_tracker.update_state(consistency_term(model, z, z_next, y, later))
     return scale_loss_for_replicas(forward)
 
 
@@ -230,9 +261,13 @@ def consistency_term(model, z, z_next, target, later=()):
     (`latent_consistency_norm="latent"`, LE-PDE's), or to the latent displacement ||sg(z*_t+q - z_t)||^2, the
     error of an approximator that does not move (`"step"`). Latents change little per step against their size
     (a few per cent on Burgers), so under "latent" an approximator that learned no dynamics already scores ~1e-3;
-    under "step" it scores 1. The gradients reach the approximator and, under "latent", through `z_t` the
-    encoder; under "step" the approximator only (`z_t` is a constant: otherwise the encoder learns to make the
-    displacement large instead of the step right).
+    under "step" it scores 1.
+
+    `z_next` is the first step the term compares. In training, under "latent" it is the forward pass's
+    `step(z_t)`, so the term's gradient reaches the approximator and, through `z_t`, the encoder; under "step"
+    `compute_loss` passes `step(sg(z_t))` (one more approximator pass) and the term trains the approximator only.
+    Sharing the forward pass there (encoder in the term too) diverged on both benchmark sets
+    (benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values.
     """
     z_start = ops.stop_gradient(ops.cast(z, "float32"))
 
@@ -242,8 +277,6 @@ def consistency_term(model, z, z_next, target, later=()):
         reference = z_target if model.latent_consistency_norm == "latent" else z_target - z_start
         return err / (ops.mean(ops.square(reference)) + 1e-12)
 
-    if model.latent_consistency_norm == "step":  # the approximator alone: the encoder would inflate the steps
-        z_next = model.step(z_start)
     terms, zq = [one(z_next, target)], z_next
     for frame in list(later)[: model.latent_consistency_steps - 1]:
         zq = model.step(zq)
@@ -286,7 +319,7 @@ def rollout_term(model, forward, z_next, later, idx, coords_q, std):
         target = ops.reshape(target, (ops.shape(target)[0], model.num_points, model.num_fields))
         if idx is not None:
             target = ops.take(target, idx, axis=1)
-        extra.append(field_mse(model._decode(z, coords_q), target, std))
+        extra.append(forward_error(model, model._decode(z, coords_q), target, std))
     later_mean = ops.mean(ops.stack(extra))
     model.rollout_loss_tracker.update_state(later_mean)
     return (forward + later_mean * len(later)) / (len(later) + 1)

@@ -25,6 +25,7 @@ SIZE_DEFAULTS = dict(
     approximator_depth=4,
     approximator_heads=4,
     approximator_zero_init=False,
+    approximator_locality=False,
     mlp_ratio=4,
     decoder_width=128,
     decoder_depth=2,
@@ -36,12 +37,13 @@ SIZE_DEFAULTS = dict(
 
 # Named presets: `grid_shape` and `num_fields` are the data's; the rest are sizes (missing ones take SIZE_DEFAULTS).
 PRESETS = {
-    # the 1D CPU default (configs/train_burgers1d.yaml): 256 points, one latent token per patch, local decoder
+    # the 1D CPU default (configs/train_burgers1d.yaml): 256 points, one latent token per patch, local approximator
+    # and decoder
     "b1d": dict(
         grid_shape=(256,), num_fields=1, patch_size=4, encoder_dim=64, encoder_depth=1, encoder_heads=4,
         num_latent_tokens=64, latent_dim=64, pooling="average", approximator_width=96, approximator_depth=2,
-        approximator_heads=4, approximator_zero_init=True, mlp_ratio=4, decoder_width=64, decoder_depth=1,
-        decoder_heads=4, decoder_mlp_dim=128, decoder_locality=True, frequencies=(1, 2, 4, 8, 16, 32),
+        approximator_heads=4, approximator_zero_init=True, approximator_locality=True, mlp_ratio=4, decoder_width=64,
+        decoder_depth=1, decoder_heads=4, decoder_mlp_dim=128, decoder_locality=True, frequencies=(1, 2, 4, 8, 16, 32),
     ),
     # workload B64 (configs/train_burgers2d_64.yaml, benchmarks/bench_b64.py): 2D 64x64
     "b64": dict(
@@ -106,7 +108,7 @@ def build_parts(grid_shape, num_fields=1, **sizes):
     approximator = Approximator(
         s["latent_dim"], width=s["approximator_width"], depth=s["approximator_depth"],
         num_heads=s["approximator_heads"], mlp_ratio=s["mlp_ratio"], zero_init=s["approximator_zero_init"],
-        name="approximator",
+        locality=s["approximator_locality"], name="approximator",
     )
     decoder = AnyPointDecoder(
         num_fields, ndim, width=s["decoder_width"], depth=s["decoder_depth"], num_heads=s["decoder_heads"],

@@ -7,15 +7,15 @@ from it to build its parser).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
-import math
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping, Optional, Union
 
-from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, read_yaml
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_serializer, model_validator
+
+from upt_keras.config import (Bool, Config, ConfigError, Float, _fmt, _leaf_error, _non_empty, _one_of, _Section,
+                              _to_float, _validated, config_from_dict, config_to_dict, read_yaml)
 
 __all__ = [
     "DEFAULT_TUNING",
@@ -38,108 +38,104 @@ OBJECTIVES = {
 }
 TUNERS = ("random", "bayesian", "hyperband")
 
-#: The search space used when no tuning config is given (see the module doc for the format).
-DEFAULT_TUNING: dict = {
-    "objective": "val_forward_loss",
-    "lambda_inv_enc": {"min": 1.0e-4, "max": None, "sampling": "log", "allow_zero": True},
-    "lambda_inv_dec": {"min": 1.0e-4, "max": None, "sampling": "log", "allow_zero": True},
-    "num_queries": {"fractions": [0.25, 0.5, 1.0]},
-    "inverse_loss_frequency": None,
-}
-
 LAMBDAS = ("lambda_inv_enc", "lambda_inv_dec")
 #: Name of the boolean hyper-parameter that switches a weight on (only present when `allow_zero`).
 SWITCHES = {"lambda_inv_enc": "inv_enc_on", "lambda_inv_dec": "inv_dec_on"}
-_RANGE_KEYS = ("min", "max", "sampling", "allow_zero")
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The tuning config (framework-free)
+# The tuning config (framework-free), on the training config's schema machinery and messages
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _unknown(key: str, valid, where: str) -> ConfigError:
-    close = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    hint = f" (did you mean '{where}{close[0]}'?)" if close else f" (valid keys: {', '.join(valid)})"
-    return ConfigError(f"unknown key '{where}{key}'{hint}")
+def _objective(value: Any) -> str:
+    if isinstance(value, str) and value in OBJECTIVES:
+        return value
+    why = ""
+    if value in ("loss", "val_loss", "total_loss", "val_total_loss"):
+        why = " (the training total includes the weighted inverse terms, so trials with larger weights would " \
+              "look worse for that reason alone)"
+    raise _leaf_error(f"must be one of {' | '.join(OBJECTIVES)}, got {_fmt(value)}{why}")
 
 
-def _number(key: str, value: Any, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)  # YAML 1.1 reads 1e-3 as a string
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be a finite number, got {value!r}")
-    return float(value)
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _leaf_error(f"must be a positive integer, got {_fmt(value)}")
+    return value
 
 
-def _int_list(key: str, value: Any) -> list[int]:
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ConfigError(f"{key} must not be empty")
-    out = []
-    for i, item in enumerate(items):
-        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise ConfigError(f"{key}[{i}] must be a positive integer, got {item!r}")
-        out.append(int(item))
-    return sorted(set(out))
+def _fraction(value: Any) -> float:
+    number = _to_float(value)
+    if not 0.0 < number <= 1.0:
+        raise _leaf_error(f"must be in (0, 1], got {_fmt(value)}")
+    return number
 
 
-def _parse_lambda(key: str, value: Any):
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        number = _number(key, value)
-        if number < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value!r}")
-        return number
-    for k in value:
-        if k not in _RANGE_KEYS:
-            raise _unknown(k, _RANGE_KEYS, key + ".")
-    spec = {"min": 1.0e-4, "max": None, "sampling": "log", "allow_zero": True}
-    spec.update(value)
-    spec["min"] = _number(key + ".min", spec["min"])
-    spec["max"] = _number(key + ".max", spec["max"], allow_none=True)
-    if spec["sampling"] not in ("log", "linear"):
-        raise ConfigError(f"{key}.sampling must be log or linear, got {spec['sampling']!r}")
-    if not isinstance(spec["allow_zero"], bool):
-        raise ConfigError(f"{key}.allow_zero must be true or false, got {spec['allow_zero']!r}")
-    if spec["sampling"] == "log" and not spec["min"] > 0:
-        raise ConfigError(f"{key}.min must be > 0 with log sampling (use allow_zero for 0), got {spec['min']!r}")
-    if spec["min"] < 0:
-        raise ConfigError(f"{key}.min must be >= 0, got {spec['min']!r}")
-    if spec["max"] is not None and spec["max"] < spec["min"]:
-        raise ConfigError(f"{key}.max must be >= {key}.min, got {spec['max']!r} < {spec['min']!r}")
-    return spec
+def _choices(item: Any) -> Any:
+    """A non-empty list of `item`s (a single one: a list of one), sorted, without repeats."""
+    return Annotated[list[item], BeforeValidator(lambda v: list(v) if isinstance(v, (list, tuple)) else [v]),
+                     AfterValidator(_non_empty), AfterValidator(lambda v: sorted(set(v)))]
 
 
-def _parse_queries(key: str, value: Any):
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        if len(value) != 1 or next(iter(value)) not in ("fractions", "values"):
-            bad = [k for k in value if k not in ("fractions", "values")]
-            if bad:
-                raise _unknown(bad[0], ("fractions", "values"), key + ".")
-            raise ConfigError(f"{key} takes exactly one of 'fractions' or 'values', got {sorted(value)}")
-        kind, items = next(iter(value.items()))
-        if kind == "values":
-            return {"values": _int_list(key + ".values", items)}
-        items = items if isinstance(items, (list, tuple)) else [items]
-        if not items:
-            raise ConfigError(f"{key}.fractions must not be empty")
-        fracs = []
-        for i, item in enumerate(items):
-            f = _number(f"{key}.fractions[{i}]", item)
-            if not 0.0 < f <= 1.0:
-                raise ConfigError(f"{key}.fractions[{i}] must be in (0, 1], got {item!r}")
-            fracs.append(f)
-        return {"fractions": sorted(set(fracs))}
-    return {"values": _int_list(key, value)}
+Counts = _choices(Annotated[int, BeforeValidator(_positive_int)])
+
+
+class WeightRange(_Section):
+    """A searched weight: a range (`max` null: `training.inverse_loss_max_weight`), with 0 as a choice or not."""
+
+    min: Float = Field(1.0e-4, ge=0.0)
+    max: Optional[Float] = None
+    sampling: _one_of("log", "linear") = "log"
+    allow_zero: Bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeightRange:
+        if self.sampling == "log" and self.min == 0:
+            raise _leaf_error(f"must be > 0 with log sampling (use allow_zero for 0), got {self.min}", key="min")
+        if self.max is not None and self.max < self.min:
+            raise _leaf_error(f"must be >= its min, got {self.max:g} < {self.min:g}", key="max")
+        return self
+
+
+# A weight is null (the training config's), a number (fixed) or a range; the mapping decides which is checked.
+Weight = Annotated[Union[Annotated[Float, Field(ge=0.0), Tag("fixed")], Annotated[WeightRange, Tag("range")]],
+                   Discriminator(lambda value: "range" if isinstance(value, (Mapping, WeightRange)) else "fixed")]
+
+
+class QueryChoices(_Section):
+    """The Q choices: fractions of the grid points, or numbers of points (a bare list: `values`)."""
+
+    fractions: Optional[_choices(Annotated[float, BeforeValidator(_fraction)])] = None
+    values: Optional[Counts] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_values(cls, data: Any) -> Any:
+        return data if isinstance(data, Mapping) else {"values": data}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> QueryChoices:
+        if (self.fractions is None) == (self.values is None):
+            raise _leaf_error(f"takes exactly one of 'fractions' or 'values', got {sorted(self.model_fields_set)}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _given(self, handler) -> dict:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class TuningSpace(_Section):
+    """The `tuning:` section; a null entry takes the training config's value."""
+
+    objective: Annotated[str, BeforeValidator(_objective)] = "val_forward_loss"
+    lambda_inv_enc: Optional[Weight] = Field(default_factory=WeightRange)
+    lambda_inv_dec: Optional[Weight] = Field(default_factory=WeightRange)
+    num_queries: Optional[QueryChoices] = Field(default_factory=lambda: QueryChoices(fractions=[0.25, 0.5, 1.0]))
+    inverse_loss_frequency: Optional[Counts] = None
+
+
+class _TuningFile(_Section):
+    tuning: TuningSpace = Field(default_factory=TuningSpace)
 
 
 def parse_tuning(data: Mapping | None) -> dict:
@@ -153,28 +149,11 @@ def parse_tuning(data: Mapping | None) -> dict:
         ConfigError: unknown key (with a suggestion), wrong type, empty list, or an objective that is not one of
             `OBJECTIVES` (a weighted total such as `loss` / `val_loss` is refused).
     """
-    data = {} if data is None else data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"tuning must be a mapping of keys, got {type(data).__name__}")
-    for key in data:
-        if key not in DEFAULT_TUNING:
-            raise _unknown(key, list(DEFAULT_TUNING), "tuning.")
-    merged = copy.deepcopy(DEFAULT_TUNING)
-    merged.update(data)
-    objective = merged["objective"]
-    if objective not in OBJECTIVES:
-        why = ""
-        if objective in ("loss", "val_loss", "total_loss", "val_total_loss"):
-            why = " (the training total includes the weighted inverse terms, so trials with larger weights would " \
-                  "look worse for that reason alone)"
-        raise ConfigError(f"tuning.objective must be one of {' | '.join(OBJECTIVES)}, got {objective!r}{why}")
-    out = {"objective": objective}
-    for name in LAMBDAS:
-        out[name] = _parse_lambda("tuning." + name, merged[name])
-    out["num_queries"] = _parse_queries("tuning.num_queries", merged["num_queries"])
-    freq = merged["inverse_loss_frequency"]
-    out["inverse_loss_frequency"] = None if freq is None else _int_list("tuning.inverse_loss_frequency", freq)
-    return out
+    return _validated(_TuningFile, {"tuning": data}).tuning.model_dump()
+
+
+#: The search space used when no tuning config is given (see the module doc of `upt_keras.tuning` for the format).
+DEFAULT_TUNING: dict = parse_tuning(None)
 
 
 def load_tuning_config(path: str | os.PathLike | None) -> dict:

@@ -374,6 +374,8 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
             rollout_loss_steps=t.rollout_loss_steps, lambda_latent_consistency=t.lambda_latent_consistency,
             latent_consistency_steps=t.latent_consistency_steps, latent_noise=t.latent_noise,
             inverse_decoding_points=t.inverse_decoding_points, latent_consistency_norm=t.latent_consistency_norm,
+            latent_consistency_frequency=t.latent_consistency_frequency,
+            forward_loss=t.forward_loss,
         )
         total = schedule_steps if schedule_steps is not None else t.epochs * steps_per_epoch
         model.compile(optimizer=make_optimizer(cfg, total), jit_compile=t.jit_compile)

@@ -1,11 +1,9 @@
 """Any-point decoder: latent tokens + arbitrary coordinates -> field values."""
 
-import numpy as np
-
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import TransformerBlock
+from upt_keras.layers.blocks import TransformerBlock, add_locality_scales, locality_bias
 from upt_keras.layers.embeddings import FourierFeatures
 
 PACKAGE = "upt_keras"
@@ -81,18 +79,11 @@ class AnyPointDecoder(keras.layers.Layer):
             num_tokens = latent_shape[1]
             # mean distance between neighbouring tokens, for a unit-free scale; 1 when unknown
             self._spacing2 = float(num_tokens) ** (-2.0 / self.coord_dim) if num_tokens else 1.0
-            self.locality_log_scale = self.add_weight(
-                shape=(self.num_heads,), name="locality_log_scale",
-                initializer=keras.initializers.Constant(np.log(0.25) * np.arange(self.num_heads)),
-            )
+            self.locality_log_scale = add_locality_scales(self, self.num_heads)
 
     def locality_bias(self, coords, positions):
         """(B, heads, Q, T) logits bias `-s_h |x_q - p_t|^2 / spacing^2` from coords (B, Q, d) and positions (T, d)."""
-        positions = ops.cast(ops.convert_to_tensor(positions), "float32")
-        coords = ops.cast(coords, "float32")
-        d2 = ops.sum(ops.square(ops.expand_dims(coords, 2) - positions[None, None]), axis=-1)  # (B, Q, T)
-        scale = ops.exp(ops.cast(self.locality_log_scale, "float32")) / self._spacing2
-        return -ops.expand_dims(d2, 1) * scale[None, :, None, None]
+        return locality_bias(coords, positions, self.locality_log_scale, self._spacing2)
 
     def call(self, latent, coords, positions=None):
         batch = ops.shape(latent)[0]

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import AdaLNBlock
+from upt_keras.layers.blocks import AdaLNBlock, add_locality_scales, locality_bias
 from upt_keras.layers.embeddings import timestep_embedding
 
 PACKAGE = "upt_keras"
@@ -29,6 +29,13 @@ class Approximator(keras.layers.Layer):
             learns the change over one step (as DiT's adaLN-Zero and UPT's
             `init_last_proj_zero`). Without it the first steps decode a randomly
             perturbed latent.
+        locality: bool, add a learned distance bias to the self-attention logits,
+            `-s_h * |p_i - p_j|^2 / spacing^2` per head h between the tokens'
+            positions `p` (given at call time; `spacing` is the mean token spacing
+            `T^(-1/d)`). The scales start at 1, 1/4, 1/16, ... (heads from local to
+            almost global) and are learned: a token starts out mixing with its
+            neighbours, as a local PDE's update does. Called without positions,
+            the approximator attends without the bias.
 
     Example:
     >>> approx = Approximator(latent_dim=16, width=32, depth=2, num_heads=4)
@@ -36,9 +43,10 @@ class Approximator(keras.layers.Layer):
     (2, 8, 16)
     """
 
-    def __init__(self, latent_dim, width=128, depth=4, num_heads=4, mlp_ratio=4, qk_norm=True, zero_init=False, **kwargs):
+    def __init__(self, latent_dim, width=128, depth=4, num_heads=4, mlp_ratio=4, qk_norm=True, zero_init=False,
+                 locality=False, **kwargs):
         super().__init__(**kwargs)
-        self.zero_init = bool(zero_init)
+        self.zero_init, self.locality = bool(zero_init), bool(locality)
         self.latent_dim, self.width, self.depth = int(latent_dim), int(width), int(depth)
         self.num_heads, self.mlp_ratio, self.qk_norm = int(num_heads), mlp_ratio, bool(qk_norm)
         policy = self.dtype_policy
@@ -66,16 +74,24 @@ class Approximator(keras.layers.Layer):
             block.build(x_shape, cond_shape)
         self.norm.build(x_shape)
         self.out_proj.build(x_shape)
+        if self.locality:
+            self.locality_log_scale = add_locality_scales(self, self.num_heads)
 
-    def call(self, z, dt):
+    def locality_bias(self, positions):
+        """(1, heads, T, T) logits bias `-s_h |p_i - p_j|^2 / spacing^2` from token positions (T, d)."""
+        num, ndim = tuple(positions.shape)
+        return locality_bias(positions, positions, self.locality_log_scale, float(num) ** (-2.0 / ndim))[None]
+
+    def call(self, z, dt, positions=None):
         batch = ops.shape(z)[0]
         dt = ops.broadcast_to(ops.reshape(ops.cast(dt, "float32"), (-1,)), (batch,))
         cond = timestep_embedding(dt, self.width)
         for layer in self.cond_mlp:
             cond = layer(cond)
         x = self.in_proj(z)
+        bias = self.locality_bias(positions) if self.locality and positions is not None else None
         for block in self.blocks:
-            x = block(x, cond)
+            x = block(x, cond, bias=bias)
         return z + ops.cast(self.out_proj(self.norm(x)), z.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -92,6 +108,7 @@ class Approximator(keras.layers.Layer):
                 "mlp_ratio": self.mlp_ratio,
                 "qk_norm": self.qk_norm,
                 "zero_init": self.zero_init,
+                "locality": self.locality,
             }
         )
         return config

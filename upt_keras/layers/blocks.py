@@ -5,6 +5,8 @@ All blocks are pre-norm. Attention goes through `keras.ops.dot_product_attention
 under mixed precision.
 """
 
+import numpy as np
+
 import keras
 from keras import ops
 
@@ -50,6 +52,21 @@ def explicit_attention(q, k, v, bias=None):
         logits = ops.cast(logits, "float32") + ops.cast(bias, "float32")
     weights = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), dtype)
     return ops.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def add_locality_scales(layer, num_heads):
+    """The learned log-scales of a locality bias, one per head, starting at 1, 1/4, 1/16, ... (local to global)."""
+    return layer.add_weight(shape=(num_heads,), name="locality_log_scale",
+                            initializer=keras.initializers.Constant(np.log(0.25) * np.arange(num_heads)))
+
+
+def locality_bias(queries, positions, log_scale, spacing2):
+    """Attention-logit bias `-s_h |x_q - p_t|^2 / spacing^2`: (..., heads, Q, T) from queries (..., Q, d),
+    token positions (T, d) and per-head log-scales `log s_h` (the decoder's and the approximator's locality)."""
+    positions = ops.cast(ops.convert_to_tensor(positions), "float32")
+    d2 = ops.sum(ops.square(ops.expand_dims(ops.cast(queries, "float32"), -2) - positions), axis=-1)  # (..., Q, T)
+    scale = ops.exp(ops.cast(log_scale, "float32")) / spacing2
+    return -ops.expand_dims(d2, -3) * scale[:, None, None]
 
 
 def _dense(units, name, **kwargs):
@@ -226,6 +243,7 @@ class AdaLNBlock(keras.layers.Layer):
 
     `cond` (B, C) -> shift, scale, gate for the attention and the MLP branch:
     `x = x + gate1 * Attn(LN(x) * (1 + scale1) + shift1)`, same for the MLP.
+    An optional additive `bias` goes to the attention logits (the approximator's locality bias).
 
     Args:
         dim: int, width.
@@ -257,10 +275,10 @@ class AdaLNBlock(keras.layers.Layer):
         self.mlp.build(x_shape)
         self.modulation.build(cond_shape)
 
-    def call(self, x, cond):
+    def call(self, x, cond, bias=None):
         mod = ops.expand_dims(self.modulation(ops.silu(cond)), 1)  # (B, 1, 6D)
         shift1, scale1, gate1, shift2, scale2, gate2 = ops.split(mod, 6, axis=-1)
-        x = x + gate1 * self.attn(self.norm1(x) * (1.0 + scale1) + shift1)
+        x = x + gate1 * self.attn(self.norm1(x) * (1.0 + scale1) + shift1, bias=bias)
         return x + gate2 * self.mlp(self.norm2(x) * (1.0 + scale2) + shift2)
 
     def get_config(self):
