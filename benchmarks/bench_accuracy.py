@@ -42,11 +42,16 @@ DATASETS = {
                    dt_save=0.01, ic="grf", amplitude=(0.2, 0.8), ic_options={"alpha": 2.0, "tau": 5.0}, seed=12),
 }
 
+# Inverse encoding on every step at weight 1, inverse decoding off: the reconstruction variants share it.
+RECONSTRUCTION = ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0", "training.lambda_inv_dec=0",
+                  "training.inverse_loss_max_weight=1.0", "training.inverse_loss_frequency=1"]
+
 # Ablation variants: config overrides on top of --config (the default config is variant "default").
 VARIANTS = {
     "default": [],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
+    "no_approximator_locality": ["model.approximator_locality=false"],
     "no_zero_init": ["model.approximator_zero_init=false"],
     "no_consistency": ["training.lambda_latent_consistency=0"],
     "no_budget_schedule": ["training.fit_schedule_to_budget=false"],
@@ -64,18 +69,22 @@ VARIANTS = {
     "step_norm_0.1": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.1"],
     "step_norm_0.01": ["training.latent_consistency_norm=step", "training.lambda_latent_consistency=0.01"],
     # reconstruction on every step (inverse encoding at weight 1): the decoder must reproduce u_t from encode(u_t)
-    "recon_latent_norm": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
-                          "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
-                          "training.inverse_loss_frequency=1", "training.latent_consistency_norm=latent",
-                          "training.lambda_latent_consistency=1.0"],
-    "recon_step_norm_1.0": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
-                            "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
-                            "training.inverse_loss_frequency=1", "training.latent_consistency_norm=step",
-                            "training.lambda_latent_consistency=1.0"],
-    "recon_step_norm_1.0_w64": ["training.use_inverse_losses=true", "training.lambda_inv_enc=1.0",
-                                "training.lambda_inv_dec=0", "training.inverse_loss_max_weight=1.0",
-                                "training.inverse_loss_frequency=1", "training.latent_consistency_norm=step",
-                                "training.lambda_latent_consistency=1.0", "model.approximator_width=64"],
+    "recon_latent_norm": RECONSTRUCTION + ["training.latent_consistency_norm=latent",
+                                           "training.lambda_latent_consistency=1.0"],
+    "recon_step_norm_1.0": RECONSTRUCTION + ["training.latent_consistency_norm=step",
+                                             "training.lambda_latent_consistency=1.0"],
+    "recon_step_norm_1.0_w64": RECONSTRUCTION + ["training.latent_consistency_norm=step",
+                                                 "training.lambda_latent_consistency=1.0", "model.approximator_width=64"],
+    # the consistency term on every 2nd / 4th step only (one approximator pass and one encoding fewer on the
+    # others), its weight scaled up to keep its share
+    "consistency_every_2": ["training.latent_consistency_frequency=2", "training.lambda_latent_consistency=0.2"],
+    "consistency_every_4": ["training.latent_consistency_frequency=4", "training.lambda_latent_consistency=0.4"],
+    # the forward term as the relative L2 error per sample (the metric's form, the FNO's loss) instead of the MSE
+    "relative_loss": ["training.forward_loss=relative"],
+    # the approximator's distance bias, measured as a change when the b1d preset did not have it (it has it since)
+    "approximator_locality": ["model.approximator_locality=true"],
+    # decoder and encoder position features up to frequency 128 (the grid's Nyquist) instead of 32
+    "frequencies_128": ["model.frequencies=[1,2,4,8,16,32,64,128]"],
     # the sizes of the previous default (4x the cost per step)
     "previous_sizes": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                        "model.decoder_depth=2", "model.decoder_mlp_dim=256"],
