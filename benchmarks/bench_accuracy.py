@@ -49,6 +49,12 @@ RECONSTRUCTION = ["training.use_inverse_losses=true", "training.lambda_inv_enc=1
 # Ablation variants: config overrides on top of --config (the default config is variant "default").
 VARIANTS = {
     "default": [],
+    # decode the change, u_t + decode(step(z_t)) - decode(z_t), or the field itself (off: the default before it)
+    "residual": ["model.residual=true"],
+    "no_residual": ["model.residual=false"],
+    "residual_recon": ["model.residual=true"] + RECONSTRUCTION,
+    "residual_rollout_2": ["model.residual=true", "training.rollout_loss_steps=2"],
+    "rollout_2_steps": ["training.rollout_loss_steps=2"],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
     "no_approximator_locality": ["model.approximator_locality=false"],

@@ -264,12 +264,12 @@ def test_rollouts_run_without_gradient_tracking(offset_file):
 def test_accuracy_keys_reach_the_model(burgers_file):
     data = training.prepare_data(tiny_cfg(burgers_file), splits=("train", "test"), progress=False)
     cfg = tiny_cfg(burgers_file, "model.pooling=average", "model.decoder_locality=true",
-                   "model.approximator_zero_init=true", "training.lambda_latent_consistency=0.25")
+                   "model.approximator_zero_init=true", "training.lambda_latent_consistency=0.25", "model.residual=true")
     model = training.build_model(cfg, data)
-    assert model.decoder.locality and model.approximator.zero_init
+    assert model.decoder.locality and model.approximator.zero_init and model.residual
     assert model.lambda_latent_consistency == 0.25
     plain = training.build_model(tiny_cfg(burgers_file), data)
-    assert not plain.decoder.locality and not plain.approximator.zero_init
+    assert not plain.decoder.locality and not plain.approximator.zero_init and not plain.residual
     assert plain.lambda_latent_consistency == 0.0
     with pytest.raises(ConfigError, match="lambda_latent_consistency"):
         tiny_cfg(burgers_file, "training.lambda_latent_consistency=-1")

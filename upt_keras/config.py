@@ -226,6 +226,7 @@ class ModelConfig(_Section):
     frequencies: NumberList = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
     decoder_locality: Bool = False  # distance bias in the decoder's attention (average pooling)
     decode_chunk_size: Int = Field(65536, ge=1)
+    residual: Bool = False  # decode the change: u_t + decode(z_next) - decode(z_t) (grid encoders)
 
     @model_validator(mode="before")
     @classmethod

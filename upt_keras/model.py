@@ -11,7 +11,7 @@ from keras import ops
 
 from upt_keras import objective
 from upt_keras.backend import concat_chunks, inference_mode
-from upt_keras.layers import grid_coordinates
+from upt_keras.layers import grid_coordinates, interpolate_on_grid
 from upt_keras.presets import SIZE_DEFAULTS, build_parts, preset
 
 PACKAGE = "upt_keras"
@@ -36,6 +36,11 @@ class UPT(keras.Model):
         field_mean, field_std: per-channel lists, normalisation of the fields.
         decode_chunk_size: int, decode at most this many points at once.
         grid_shape: the output grid; needed when the encoder does not take a grid.
+        residual: bool, decode the change instead of the field (grid encoders): a prediction from `u_t` is
+            `decode(z_next) + (u_t - decode(z_t))`, the decoder's error on the start state added back, so an
+            untrained model (zero-initialised approximator) is the identity and training learns how the field
+            moves. Off the grid `u_t` is interpolated (`layers.interpolate_on_grid`). `decode(z)` of a latent
+            alone stays the plain decoder.
         **kwargs: the training settings of `objective.TRAINING_DEFAULTS`
             (`use_inverse_losses`, `lambda_inv_enc`, `num_queries`, ...) and Keras' own.
 
@@ -48,7 +53,7 @@ class UPT(keras.Model):
     """
 
     def __init__(self, encoder, approximator, decoder, dt=1.0, field_mean=None, field_std=None,
-                 decode_chunk_size=65536, grid_shape=None, **kwargs):
+                 decode_chunk_size=65536, grid_shape=None, residual=False, **kwargs):
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in objective.TRAINING_DEFAULTS}
         super().__init__(**kwargs)
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
@@ -60,6 +65,10 @@ class UPT(keras.Model):
             raise ValueError(f"an encoder of input_kind={encoder.input_kind!r} needs the output grid: UPT(..., "
                              "grid_shape=...)")
         self.grid_shape, self.num_fields = tuple(int(n) for n in grid_shape), encoder.num_channels
+        self.residual = bool(residual)
+        if self.residual and encoder.input_kind != "grid":
+            raise ValueError(f"residual=True adds the start field to the decoded change, which needs it on the grid: "
+                             f"a grid encoder, not input_kind={encoder.input_kind!r}")
         if decoder.num_fields != self.num_fields or not decoder.coord_dim == encoder.coord_dim == len(self.grid_shape):
             raise ValueError(
                 f"decoder (num_fields={decoder.num_fields}, coord_dim={decoder.coord_dim}) does not match the "
@@ -172,6 +181,12 @@ class UPT(keras.Model):
             out = ops.reshape(out, (ops.shape(out)[0],) + self.grid_shape + (self.num_fields,))
         return out
 
+    def start_correction(self, fields, z, coords=None):
+        """`u_t - decode(z_t)` at `coords` (default: the grid): what a residual model adds to each decoded latent."""
+        fields = ops.reshape(ops.cast(fields, "float32"), (ops.shape(fields)[0],) + self.grid_shape + (self.num_fields,))
+        start = fields if coords is None else interpolate_on_grid(fields, coords)
+        return start - self._decode(z, coords)
+
     def call(self, inputs, coords=None, training=False):
         """One step: u_t -> u_{t+1} on the grid, or at `coords` ((Q, d) or (B, Q, d)).
 
@@ -193,14 +208,16 @@ class UPT(keras.Model):
         z_next = self.step(z_in)
         if training:
             return {"z": z, "z_next": z_next}
-        return self._decode(z_next, coords)
+        out = self._decode(z_next, coords)
+        return out + self.start_correction(fields, z, coords) if self.residual else out
 
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
         """Rolls the model forward `num_steps` steps from `inputs` (what `call` takes).
 
         `mode="latent"`: encode once, step the approximator `num_steps` times and
-        decode only the frames asked for. `mode="physical"`: decode on the full
-        grid and re-encode after every step. `decode_steps` (1-based step numbers,
+        decode only the frames asked for (a residual model adds the start state's
+        correction, computed once). `mode="physical"`: decode on the full grid and
+        re-encode after every step. `decode_steps` (1-based step numbers,
         default all) selects the returned frames; `coords` decodes those frames at
         arbitrary points instead of the grid.
         Returns (B, K, *grid, C), or (B, K, Q, C) with `coords`, as a numpy array.
@@ -216,15 +233,18 @@ class UPT(keras.Model):
         frames = []
         with inference_mode():  # no autograd graph across the steps
             z = self.encode(ops.convert_to_tensor(fields, "float32"), positions)
+            base = self.start_correction(fields, z, coords) if self.residual and mode == "latent" else 0.0
             for k in range(1, num_steps + 1):
-                z = self.step(z)
+                z_next = self.step(z)
                 if mode == "physical":
-                    fields = self.decode(z)
+                    new = self._decode(z_next) + (self.start_correction(fields, z) if self.residual else 0.0)
                     if k in wanted:
-                        frames.append(fields if coords is None else self.decode(z, coords))
-                    z = self.encode_grid(fields)
+                        frames.append(new if coords is None else self._decode(z_next, coords) + (
+                            self.start_correction(fields, z, coords) if self.residual else 0.0))
+                    fields, z_next = new, self.encode_grid(new)
                 elif k in wanted:
-                    frames.append(self.decode(z, coords))
+                    frames.append(self._decode(z_next, coords) + base)
+                z = z_next
         return np.stack([ops.convert_to_numpy(f) for f in frames], axis=1)
 
     # ----------------------------------------------------------------- training
@@ -245,7 +265,7 @@ class UPT(keras.Model):
         config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
                        for name in ("encoder", "approximator", "decoder")})
         config.update(dt=self.dt, field_mean=list(self.field_mean), field_std=list(self.field_std),
-                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape),
+                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual,
                       **objective.settings(self))
         return config
 

@@ -10,6 +10,10 @@ the grid (B, *grid, C) for a grid encoder, or `{"fields": (B, N, C),
 "positions": (B, N, d)}` for a point-cloud encoder. Targets are always on the
 model's output grid: (B, *grid, C), or (B, K, *grid, C) for K-step terms.
 
+A residual model (`UPT(residual=True)`) predicts `decode(z_next, X) + (u_t(X) - decode(z_t, X))` wherever
+a prediction is compared below (forward, rollout and inverse-decoding terms); gradients reach the decoder through
+both decodes.
+
 Terms (normalised units, every field alike):
 - forward: MSE(decode(step(encode(u_t)), X_q), u_{t+1}(X_q)) on Q sampled grid points, or with
   `forward_loss="relative"` the relative L2 error ||pred - u_{t+1}|| / ||u_{t+1}|| per sample and field (physical
@@ -155,9 +159,10 @@ def compute_loss(model, x, y, y_pred, training=True):
     idx = model.query_sampler.sample()  # (Q,) grid indices, or None = every point
     coords_q = coords if idx is None else ops.take(coords, idx, axis=0)
     u_next_q = u_next if idx is None else ops.take(u_next, idx, axis=1)
+    correction_q = start_correction(model, z, fields, idx, coords_q)
 
     def forward_only():
-        forward = forward_error(model, model._decode(z_next, coords_q), u_next_q, std)
+        forward = forward_error(model, model._decode(z_next, coords_q) + correction_q, u_next_q, std)
         return forward, ops.zeros((), "float32"), ops.zeros((), "float32")
 
     def with_inverse():
@@ -170,6 +175,8 @@ def compute_loss(model, x, y, y_pred, training=True):
         # Decode the next latent once on the full grid: it serves the forward loss (at the sampled points)
         # and the inverse decoding (re-encoded).
         u_next_pred = model._decode(z_next, coords)  # (B, N, C), physical
+        if model.residual:
+            u_next_pred = u_next_pred + start_correction(model, z, fields, None, coords)
         pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
         forward = forward_error(model, pred_q, u_next_q, std)
         inv_dec = latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next))
@@ -177,7 +184,8 @@ def compute_loss(model, x, y, y_pred, training=True):
 
     if not model.use_inverse_losses:
         forward = forward_only()[0]
-        total = model.forward_loss_weight * rollout_term(model, forward, z_next, later, idx, coords_q, std)
+        total = model.forward_loss_weight * rollout_term(model, forward, z_next, later, idx, coords_q, std,
+                                                         correction_q)
     else:
         w_enc, w_dec = model.inv_enc_weight, model.inv_dec_weight
         on = ops.logical_and(
@@ -185,7 +193,7 @@ def compute_loss(model, x, y, y_pred, training=True):
             ops.greater(w_enc + w_dec, 0.0),
         )
         forward, inv_enc, inv_dec = ops.cond(on, with_inverse, forward_only)
-        fwd = rollout_term(model, forward, z_next, later, idx, coords_q, std)
+        fwd = rollout_term(model, forward, z_next, later, idx, coords_q, std, correction_q)
         total = model.forward_loss_weight * fwd + w_enc * inv_enc + w_dec * inv_dec
         on_weight = ops.cast(on, "float32")
         model.inv_enc_tracker.update_state(inv_enc, sample_weight=on_weight)
@@ -220,6 +228,14 @@ def forward_error(model, pred, target, std):
     return field_mse(pred, target, std)
 
 
+def start_correction(model, z, fields, idx, coords_q):
+    """A residual model's `u_t - decode(z_t)` at the sampled grid points `idx` (None: all), or 0.0."""
+    if not model.residual:
+        return 0.0
+    u_t = ops.reshape(ops.cast(fields, "float32"), (ops.shape(fields)[0], model.num_points, model.num_fields))
+    return (u_t if idx is None else ops.take(u_t, idx, axis=1)) - model._decode(z, coords_q)
+
+
 def _inverse_encoding(model, z, fields, positions, idx, coords_q, std):
     """MSE of the decoded input: at the sampled grid points (grid input) or at the input's own points."""
     if positions is None:
@@ -244,7 +260,9 @@ def _evaluation_loss(model, fields, positions, y, later, y_pred, std):
         model.inv_enc_weight_tracker.update_state(model.inv_enc_weight)
         model.inv_dec_weight_tracker.update_state(model.inv_dec_weight)
     if rollout:  # the latent rollout error of steps 2..K, on the full grid
-        rollout_term(model, forward, z_next, later, None, ops.convert_to_tensor(model.grid_coords), std)
+        coords = ops.convert_to_tensor(model.grid_coords)
+        rollout_term(model, forward, z_next, later, None, coords, std,
+                     start_correction(model, z, fields, None, coords))
     if model.lambda_latent_consistency > 0:
         model.consistency_tracker.update_state(consistency_term(model, z, z_next, y, later))
     return scale_loss_for_replicas(forward)
@@ -308,8 +326,11 @@ def split_targets(model, y):
     return y[:, 0], [y[:, k] for k in range(1, model.target_steps)]
 
 
-def rollout_term(model, forward, z_next, later, idx, coords_q, std):
-    """The forward term: the one-step MSE, averaged with the MSE of latent steps 2..K when targets are K-step."""
+def rollout_term(model, forward, z_next, later, idx, coords_q, std, correction=0.0):
+    """The forward term: the one-step MSE, averaged with the MSE of latent steps 2..K when targets are K-step.
+
+    `correction` is added to every decoded step (a residual model's `start_correction`).
+    """
     later = list(later)[: model.rollout_loss_steps - 1]
     if not later:
         return forward
@@ -319,7 +340,7 @@ def rollout_term(model, forward, z_next, later, idx, coords_q, std):
         target = ops.reshape(target, (ops.shape(target)[0], model.num_points, model.num_fields))
         if idx is not None:
             target = ops.take(target, idx, axis=1)
-        extra.append(forward_error(model, model._decode(z, coords_q), target, std))
+        extra.append(forward_error(model, model._decode(z, coords_q) + correction, target, std))
     later_mean = ops.mean(ops.stack(extra))
     model.rollout_loss_tracker.update_state(later_mean)
     return (forward + later_mean * len(later)) / (len(later) + 1)
@@ -334,6 +355,9 @@ def inverse_losses(model, inputs):
         z = model.encode(fields, positions)
         z_next = model.step(z)
         inv_enc = _inverse_encoding(model, z, fields, positions, None, model.grid_coords, std)
-        inv_dec = latent_mse(model.encode_grid(model._decode(z_next)), z_next)
+        decoded = model._decode(z_next)
+        if model.residual:
+            decoded = decoded + model.start_correction(fields, z)
+        inv_dec = latent_mse(model.encode_grid(decoded), z_next)
     return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
             "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}

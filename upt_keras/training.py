@@ -292,7 +292,7 @@ def _model_kwargs(cfg: Config) -> dict:
 
     # every size the config section has (presets.SIZE_DEFAULTS is the list), and the decoding chunk
     sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS if hasattr(cfg.model, k)}
-    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size)
+    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size, residual=cfg.model.residual)
 
 
 def _check_supported(cfg: Config) -> None:

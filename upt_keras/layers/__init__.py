@@ -5,7 +5,7 @@ from upt_keras.layers.approximator import Approximator
 from upt_keras.layers.blocks import AdaLNBlock, Attention, MLP, TransformerBlock
 from upt_keras.layers.embeddings import FourierFeatures
 from upt_keras.layers.encoder import Encoder
-from upt_keras.layers.grid_encoder import GridEncoder, grid_coordinates
+from upt_keras.layers.grid_encoder import GridEncoder, grid_coordinates, interpolate_on_grid
 from upt_keras.layers.point_encoder import PointCloudEncoder
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "PointCloudEncoder",
     "TransformerBlock",
     "grid_coordinates",
+    "interpolate_on_grid",
 ]

@@ -25,6 +25,41 @@ def grid_coordinates(grid_shape):
     return np.stack([m.reshape(-1) for m in mesh], axis=-1).astype("float32")
 
 
+def interpolate_on_grid(fields, coords):
+    """Fields on a periodic grid, read at any points by multilinear interpolation.
+
+    `fields` (B, *grid, C); `coords` (Q, d) or (B, Q, d) in [0, 1) per axis, in the
+    `grid_coordinates` convention (point `i` of `n` at `i / n`, the last cell wrapping
+    round to point 0). At grid points the values are the fields' own. Returns (B, Q, C)
+    float32.
+    """
+    grid = tuple(int(n) for n in fields.shape[1:-1])
+    batch, channels = ops.shape(fields)[0], fields.shape[-1]
+    flat = ops.reshape(ops.cast(fields, "float32"), (batch, -1, channels))
+    coords = ops.cast(coords, "float32")
+    if len(coords.shape) == 2:
+        coords = coords[None]
+    if coords.shape[-1] != len(grid):
+        raise ValueError(f"coords of {coords.shape[-1]} dimensions for a {len(grid)}D grid {grid}")
+    corners = [(ops.zeros(ops.shape(coords)[:2], "int32"), ops.ones(ops.shape(coords)[:2], "float32"))]
+    stride = 1
+    for axis in reversed(range(len(grid))):
+        n = grid[axis]
+        pos = coords[..., axis] * n
+        low = ops.floor(pos + 1e-4)  # grid points land on their own index despite rounding
+        frac = ops.clip(pos - low, 0.0, 1.0)
+        low = ops.cast(low, "int32")
+        lo, hi = ops.mod(low, n) * stride, ops.mod(low + 1, n) * stride
+        corners = [pair for index, weight in corners
+                   for pair in ((index + lo, weight * (1.0 - frac)), (index + hi, weight * frac))]
+        stride *= n
+    out = 0.0
+    for index, weight in corners:
+        index = ops.broadcast_to(index[..., None], (batch, ops.shape(index)[1], channels))
+        out = out + ops.take_along_axis(flat, index, axis=1) * weight[..., None]
+    return out
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class GridEncoder(Encoder):
     """Encodes channels-last fields on a regular grid into latent tokens.
