@@ -55,6 +55,8 @@ VARIANTS = {
     "residual_recon": ["model.residual=true"] + RECONSTRUCTION,
     "residual_rollout_2": ["model.residual=true", "training.rollout_loss_steps=2"],
     "rollout_2_steps": ["training.rollout_loss_steps=2"],
+    "rollout_1_step": ["training.rollout_loss_steps=1"],
+    "consistency_1.0": ["training.lambda_latent_consistency=1.0"],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
     "no_approximator_locality": ["model.approximator_locality=false"],
@@ -351,17 +353,17 @@ def write_report(payloads, md_path):
     peers = [r for r in rows if "fno" in r]
     if peers:
         lines += [
-            "| data set | budget | UPT steps | FNO steps | UPT one-step | FNO one-step | identity one-step "
+            "| data set | variant | budget | UPT steps | FNO steps | UPT one-step | FNO one-step | identity one-step "
             "| UPT latent mean / step 20 | UPT physical mean / step 20 | FNO rollout mean / step 20 "
             "| identity mean / step 20 | UPT one-step / FNO | UPT latent / FNO | latent / physical "
             "| UPT latent rollout s (all frames / last frame) | UPT physical rollout s | FNO rollout s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in peers:
             u, f = r["upt"], r["fno"]
             lat, phy, fr, ide = u["latent"], u["physical"], f["rollout"], u["identity"]
             lines.append(
-                f"| {r['dataset']} | {r['budget']:g} s | {u['train_steps']} | {f['train_steps']} | {u['one_step']:.4f} "
+                f"| {r['dataset']} | {r['variant']} | {r['budget']:g} s | {u['train_steps']} | {f['train_steps']} | {u['one_step']:.4f} "
                 f"| {f['one_step']:.4f} | {u['identity_one_step']:.4f} "
                 f"| {lat['nrmse_mean']:.3f} / {lat['nrmse_last']:.3f} | {phy['nrmse_mean']:.3f} / {phy['nrmse_last']:.3f} "
                 f"| {fr['nrmse_mean']:.3f} / {fr['nrmse_last']:.3f} | {ide['nrmse_mean']:.3f} / {ide['nrmse_last']:.3f} "
@@ -372,7 +374,10 @@ def write_report(payloads, md_path):
         lines.append("")
         md_dir = os.path.dirname(os.path.abspath(md_path))
         for dataset in dict.fromkeys(r["dataset"] for r in peers):
-            last = max((r for r in peers if r["dataset"] == dataset), key=lambda r: r["budget"])
+            # the longest budget of the first variant run on this data set
+            first = next(r["variant"] for r in peers if r["dataset"] == dataset)
+            last = max((r for r in peers if r["dataset"] == dataset and r["variant"] == first),
+                       key=lambda r: r["budget"])
             curves = {"UPT latent": last["upt"]["latent"]["nrmse_per_step"],
                       "UPT physical": last["upt"]["physical"]["nrmse_per_step"],
                       "FNO": last["fno"]["rollout"]["nrmse_per_step"],

@@ -27,16 +27,15 @@ This module imports no deep-learning framework.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
-import re
-from typing import Annotated, Any, Iterable, Mapping, Optional, Union, get_args
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
-from pydantic import model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, model_validator
+
+from upt_keras.schema import (Bool, ConfigError, Float, Int, NumberList, Section, Text, bool_or, config_error, got,
+                              one_of, sections, type_name, unknown_key, validated)
 
 __all__ = [
     "ConfigError",
@@ -57,127 +56,15 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """Raised for any invalid configuration: unknown key, wrong type, out-of-range value, unreadable file."""
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Value types. A check that fails raises a "leaf" error (the message follows the dotted key) or a "config" error (the
-# message is complete); `_message` turns pydantic's own errors into the same wording.
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _got(value: Any) -> str:
-    return f"got {_type_name(value)} {_fmt(value)}"
-
-
-def _leaf_error(text: str, key: str = "") -> PydanticCustomError:
-    """`key`: the sub-key `text` is about (a model validator's error is located at its model)."""
-    return PydanticCustomError("leaf", "{text}", {"text": text, "key": key})
-
-
-def _config_error(text: str) -> PydanticCustomError:
-    return PydanticCustomError("config", "{text}", {"text": text})
-
-
-_FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _leaf_error(f"must be a number, {_got(value)}")
-    if not math.isfinite(value):
-        raise _leaf_error(f"must be a finite number, got {value}")
-    return value
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, str) and _FLOAT_STRING.match(value.strip()):
-        return float(value)
-    return float(_number(value))
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _leaf_error(f"must be a string, {_got(value)}")
-    if not value.strip():
-        raise _leaf_error(f"must be a non-empty string, got {_fmt(value)}")
-    return value
-
-
-def _one_of(*choices: str, nullable: bool = False) -> Any:
-    """A string among `choices` (`nullable`: the field is Optional and the message lists null)."""
-    options = " | ".join(choices) + (" | null" if nullable else "")
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _leaf_error(f"must be a string, {_got(value)}")
-        if value not in choices:
-            raise _leaf_error(f"must be one of {options}, got {_fmt(value)}")
-        return value
-
-    return Annotated[str, BeforeValidator(check)]
-
-
-def _bool_or(*choices: str) -> Any:
-    """true, false, or a string among `choices`."""
-
-    def check(value: Any) -> Any:
-        if isinstance(value, bool) or (isinstance(value, str) and value in choices):
-            return value
-        raise _leaf_error(f"must be one of true | false | {' | '.join(choices)}, {_got(value)}")
-
-    return Annotated[Union[bool, str], BeforeValidator(check)]
-
-
-def _non_empty(value: list) -> list:
-    if not value:
-        raise _leaf_error("must be a non-empty list, got []")
-    return value
-
-
-Int = Annotated[int, Strict()]
-Bool = Annotated[bool, Strict()]
-Float = Annotated[float, BeforeValidator(_to_float)]
-Text = Annotated[str, BeforeValidator(_text)]
-Number = Annotated[Union[int, float], BeforeValidator(_number), Field(gt=0)]
-NumberList = Annotated[list[Number], AfterValidator(_non_empty)]
-
-
-class _Section(BaseModel):
-    """A mapping of known keys; null or a missing section takes every default."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _null_is_empty(cls, data: Any) -> Any:
-        return {} if data is None else data
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise ConfigError(_message(exc, type(self))) from None
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Schema
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the trajectories come from and how they are split and subsampled."""
 
-    source: _one_of("default", "hdf5") = "default"
+    source: one_of("default", "hdf5") = "default"
     path: Optional[Text] = None
     reduced_resolution: Int = Field(1, ge=1)
     reduced_resolution_t: Int = Field(1, ge=1)
@@ -190,15 +77,15 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
         if self.source == "hdf5" and not self.path:
-            raise _config_error("data.path is required when data.source is 'hdf5', got null")
+            raise config_error("data.path is required when data.source is 'hdf5', got null")
         total = self.test_fraction + self.val_fraction
         if total >= 1.0:
-            raise _config_error("data.test_fraction + data.val_fraction must be < 1, got "
+            raise config_error("data.test_fraction + data.val_fraction must be < 1, got "
                                 f"{self.test_fraction} + {self.val_fraction} = {total:g}")
         return self
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Sizes of the encoder, approximator and any-point decoder.
 
     `preset` names a set of sizes in `upt_keras.presets.PRESETS`: keys left out of the section take the preset's
@@ -212,7 +99,7 @@ class ModelConfig(_Section):
     encoder_heads: Int = Field(4, ge=1)
     num_latent_tokens: Int = Field(32, ge=1)
     latent_dim: Int = Field(64, ge=1)
-    pooling: _one_of("perceiver", "average") = "perceiver"
+    pooling: one_of("perceiver", "average") = "perceiver"
     approximator_width: Int = Field(128, ge=1)
     approximator_depth: Int = Field(4, ge=1)
     approximator_heads: Int = Field(4, ge=1)
@@ -238,7 +125,7 @@ class ModelConfig(_Section):
 
         name = data["preset"]
         if name not in GRID_PRESETS:
-            raise _config_error(f"model.preset must be one of {' | '.join(GRID_PRESETS)} | null, {_got(name)}")
+            raise config_error(f"model.preset must be one of {' | '.join(GRID_PRESETS)} | null, {got(name)}")
         sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in preset(name).items() if k in cls.model_fields}
         return {**sizes, **data}
 
@@ -249,27 +136,27 @@ class ModelConfig(_Section):
                                      ("decoder_width", "decoder_heads")):
             width, heads = getattr(self, width_key), getattr(self, heads_key)
             if width % heads:
-                raise _config_error(
+                raise config_error(
                     f"model.{width_key} must be divisible by model.{heads_key}, got {width} and {heads}")
         return self
 
 
-class QuerySamplingConfig(_Section):
+class QuerySamplingConfig(Section):
     """Random subset of query points for the forward and inverse-encoding losses."""
 
     enabled: Bool = False
     num_queries: Int = Field(2048, ge=1)
-    strategy: _one_of("uniform", "stratified") = "uniform"
+    strategy: one_of("uniform", "stratified") = "uniform"
 
 
-class TrainingConfig(_Section):
+class TrainingConfig(Section):
     """Optimisation, inverse losses and their curriculum, precision and stopping."""
 
     epochs: Int = Field(20, ge=1)
     batch_size: Int = Field(32, ge=1)
     learning_rate: Float = Field(1.0e-3, gt=0.0)
     weight_decay: Float = Field(1.0e-4, ge=0.0)
-    lr_schedule: _one_of("cosine", "constant") = "cosine"
+    lr_schedule: one_of("cosine", "constant") = "cosine"
     warmup_steps: Int = Field(0, ge=0)
     time_budget_seconds: Optional[Float] = Field(None, gt=0.0)
     fit_schedule_to_budget: Bool = True  # cosine spans the steps that fit into the budget (measured)
@@ -281,21 +168,21 @@ class TrainingConfig(_Section):
     inverse_loss_max_weight: Float = Field(0.05, ge=0.0)
     inverse_loss_frequency: Int = Field(1, ge=1)
     query_sampling: QuerySamplingConfig = Field(default_factory=QuerySamplingConfig)
-    amp: _bool_or("mixed_float16", "mixed_bfloat16") = False
-    jit_compile: _bool_or("auto") = "auto"
+    amp: bool_or("mixed_float16", "mixed_bfloat16") = False
+    jit_compile: bool_or("auto") = "auto"
     early_stopping_patience: Optional[Int] = Field(None, ge=1)
     rollout_loss_steps: Int = Field(1, ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
     lambda_latent_consistency: Float = Field(0.0, ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
     latent_noise: Float = Field(0.0, ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
     # what the inverse decoding re-encodes: the full grid, or only the Q sampled points (point-cloud encoders)
-    inverse_decoding_points: _one_of("all", "queries") = "all"
+    inverse_decoding_points: one_of("all", "queries") = "all"
     latent_consistency_steps: Int = Field(1, ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
     # what the consistency error is relative to: the target latent's second moment, or the latent step itself
-    latent_consistency_norm: _one_of("latent", "step") = "latent"
+    latent_consistency_norm: one_of("latent", "step") = "latent"
     latent_consistency_frequency: Int = Field(1, ge=1)  # the consistency term on every n-th step only
     # the forward (and rollout) term's error: MSE in normalised units, or relative L2 per sample (nRMSE as a loss)
-    forward_loss: _one_of("mse", "relative") = "mse"
-    distribution: Optional[_one_of("data_parallel", nullable=True)] = None
+    forward_loss: one_of("mse", "relative") = "mse"
+    distribution: Optional[one_of("data_parallel", nullable=True)] = None
 
     @property
     def amp_policy(self) -> str | None:
@@ -314,7 +201,7 @@ class TrainingConfig(_Section):
         return self.inverse_loss_ramp_epochs
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """Where runs write checkpoints, logs and figures."""
 
     run_dir: Text = "runs/burgers1d"
@@ -322,7 +209,7 @@ class OutputConfig(_Section):
     plots: Bool = True
 
 
-class Config(_Section):
+class Config(Section):
     """Root of the configuration tree."""
 
     seed: Int = Field(0, ge=0)
@@ -333,110 +220,13 @@ class Config(_Section):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Messages: pydantic's errors as "<dotted key> <what is wrong>, got <value>"
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _model_in(annotation: Any) -> type[_Section] | None:
-    """The section a field holds, looking through Optional, Annotated and unions (None: a plain value)."""
-    if isinstance(annotation, type) and issubclass(annotation, _Section):
-        return annotation
-    return next(filter(None, map(_model_in, get_args(annotation))), None)
-
-
-def _sections(cls: type[_Section]) -> dict[str, type[_Section]]:
-    return {name: model for name, f in cls.model_fields.items() if (model := _model_in(f.annotation))}
-
-
-def _all_paths(cls: type[_Section], prefix: str = "") -> list[str]:
-    paths = []
-    for name in cls.model_fields:
-        paths.append(prefix + name)
-        if name in _sections(cls):
-            paths.extend(_all_paths(_sections(cls)[name], prefix + name + "."))
-    return paths
-
-
-def _suggest(dotted: str, local_names: list[str], prefix: str, root: type[_Section]) -> str:
-    """Nearest valid key: first among siblings, then (a key placed in the wrong section, e.g. `lambda_inv_enc` at
-    top level) among the last components of every dotted path in the schema. The whole dotted key is not compared:
-    its shared prefix alone makes any key of the same section look close."""
-    last = dotted.rsplit(".", 1)[-1]
-    close = difflib.get_close_matches(last, local_names, n=1, cutoff=0.6)
-    if close:
-        return prefix + close[0]
-    by_last = {p.rsplit(".", 1)[-1]: p for p in _all_paths(root)}
-    close = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.8)
-    return by_last[close[0]] if close else ""
-
-
-def _unknown_key(dotted: str, cls: type[_Section], prefix: str, root: type[_Section] = Config) -> str:
-    local_names = list(cls.model_fields)
-    hint = _suggest(dotted, local_names, prefix, root)
-    if hint:
-        return f"unknown key '{dotted}' (did you mean '{hint}'?)"
-    return f"unknown key '{dotted}' (valid keys here: {', '.join(prefix + n for n in local_names)})"
-
-
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
-_EXPECTED = {"int_type": "an integer", "bool_type": "true or false", "list_type": "a list of numbers",
-             "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
-
-
-def _located(loc: tuple, root: type[_Section]) -> tuple[str, type[_Section] | None]:
-    """The dotted key of an error location (a union's tags left out), and the section holding its last key."""
-    path, cls = "", root
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif cls is None or part in cls.model_fields:
-            path += f".{part}"
-            cls = _sections(cls).get(part) if cls else None
-    return path.lstrip("."), cls
-
-
-def _one_message(err: dict, root: type[_Section]) -> str:
-    loc, kind, value = err["loc"], err["type"], err.get("input")
-    if kind == "config":
-        return err["msg"]
-    if kind == "extra_forbidden":
-        prefix, cls = _located(loc[:-1], root)
-        prefix = prefix + "." if prefix else ""
-        return _unknown_key(f"{prefix}{loc[-1]}", cls, prefix, root)
-    path = _located(loc, root)[0] or "the configuration"
-    if value is None:
-        return f"{path} must not be null"
-    if kind == "leaf":
-        key = err["ctx"]["key"]
-        return f"{path}.{key} {err['msg']}" if key else f"{path} {err['msg']}"
-    if kind in _BOUNDS:
-        name, sign = _BOUNDS[kind]
-        return f"{path} must be {sign} {err['ctx'][name]:g}, got {_fmt(value)}"
-    if kind in _EXPECTED:
-        return f"{path} must be {_EXPECTED[kind]}, {_got(value)}"
-    return f"{path}: {err['msg']}, {_got(value)}"
-
-
-def _message(exc: ValidationError, root: type[_Section]) -> str:
-    return "; ".join(_one_message(err, root) for err in exc.errors())
-
-
-def _validated(cls: type[_Section], data: Any) -> _Section:
-    """`cls` built from `data`; pydantic's errors as one ConfigError."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_message(exc, cls)) from None
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # dict <-> Config
 # --------------------------------------------------------------------------------------------------------------------
 
 
 def config_from_dict(data: Mapping[str, Any] | None) -> Config:
     """Build and validate a Config from a (partial) nested dict; missing keys take their defaults."""
-    return _validated(Config, data)
+    return validated(Config, data)
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -452,7 +242,7 @@ def validate_config(cfg: Config) -> Config:
         ConfigError: naming the offending dotted key(s) and value(s).
     """
     if not isinstance(cfg, Config):
-        raise ConfigError(f"expected a Config, got {_type_name(cfg)}")
+        raise ConfigError(f"expected a Config, got {type_name(cfg)}")
     config_from_dict(config_to_dict(cfg))
     return cfg
 
@@ -497,13 +287,13 @@ def _set_dotted(data: dict, dotted: str, value: Any, override: str) -> None:
     if any(not p for p in parts):
         raise ConfigError(f"override {override!r}: malformed key {dotted!r}")
     node: Any = data
-    cls: type[_Section] = Config
+    cls: type[Section] = Config
     for depth, part in enumerate(parts[:-1]):
         prefix = ".".join(parts[:depth])
         prefix = prefix + "." if prefix else ""
-        if part not in _sections(cls):
-            raise ConfigError(f"override {override!r}: {_unknown_key(dotted, cls, prefix)}")
-        cls = _sections(cls)[part]
+        if part not in sections(cls):
+            raise ConfigError(f"override {override!r}: {unknown_key(dotted, cls, prefix, Config)}")
+        cls = sections(cls)[part]
         child = node.get(part)
         if child is None:
             child = {}
@@ -568,7 +358,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] 
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{os.fspath(path)} must hold a mapping of keys, got {_type_name(data)}")
+            raise ConfigError(f"{os.fspath(path)} must hold a mapping of keys, got {type_name(data)}")
     overrides = list(overrides)
     if overrides:
         data = apply_overrides(data, overrides)

@@ -166,7 +166,10 @@ def compute_loss(model, x, y, y_pred, training=True):
         return forward, ops.zeros((), "float32"), ops.zeros((), "float32")
 
     def with_inverse():
-        inv_enc = _inverse_encoding(model, z, fields, positions, idx, coords_q, std)
+        if model.residual:  # the correction is u_t - decode(z_t) at the sampled points: the inverse encoding's error
+            inv_enc = ops.mean(ops.square(correction_q / std))
+        else:
+            inv_enc = _inverse_encoding(model, z, fields, positions, idx, coords_q, std)
         if model.inverse_decoding_points == "queries":  # decode and re-encode the Q sampled points only
             pred_q = model._decode(z_next, coords_q)  # (B, Q, C), physical
             where = ops.broadcast_to(ops.cast(coords_q, "float32")[None], (batch,) + tuple(coords_q.shape))
@@ -189,7 +192,7 @@ def compute_loss(model, x, y, y_pred, training=True):
     else:
         w_enc, w_dec = model.inv_enc_weight, model.inv_dec_weight
         on = ops.logical_and(
-            ops.equal(ops.mod(model.train_step_counter, model.inverse_loss_frequency), 0),
+            on_this_step(model, model.inverse_loss_frequency),
             ops.greater(w_enc + w_dec, 0.0),
         )
         forward, inv_enc, inv_dec = ops.cond(on, with_inverse, forward_only)
@@ -210,7 +213,7 @@ def compute_loss(model, x, y, y_pred, training=True):
         if model.latent_consistency_frequency == 1:
             consistency, on = consistency(), 1.0
         else:  # every frequency-th step only: the other steps skip its encoding and approximator pass
-            on = ops.equal(ops.mod(model.train_step_counter, model.latent_consistency_frequency), 0)
+            on = on_this_step(model, model.latent_consistency_frequency)
             consistency = ops.cond(on, consistency, lambda: ops.zeros((), "float32"))
             on = ops.cast(on, "float32")
         model.consistency_tracker.update_state(consistency, sample_weight=on)
@@ -218,6 +221,11 @@ def compute_loss(model, x, y, y_pred, training=True):
     model.train_step_counter.assign_add(1)
     model.forward_loss_tracker.update_state(forward)
     return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+
+
+def on_this_step(model, frequency):
+    """Whether a term on every `frequency`-th step runs on this training step (a boolean tensor)."""
+    return ops.equal(ops.mod(model.train_step_counter, frequency), 0)
 
 
 def forward_error(model, pred, target, std):

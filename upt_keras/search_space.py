@@ -14,8 +14,9 @@ from typing import Annotated, Any, Mapping, Optional, Union
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_serializer, model_validator
 
-from upt_keras.config import (Bool, Config, ConfigError, Float, _fmt, _leaf_error, _non_empty, _one_of, _Section,
-                              _to_float, _validated, config_from_dict, config_to_dict, read_yaml)
+from upt_keras.config import Config, config_from_dict, config_to_dict, read_yaml
+from upt_keras.schema import (Bool, ConfigError, Float, Section, fmt, leaf_error, non_empty, one_of, to_float,
+                              validated)
 
 __all__ = [
     "DEFAULT_TUNING",
@@ -55,45 +56,45 @@ def _objective(value: Any) -> str:
     if value in ("loss", "val_loss", "total_loss", "val_total_loss"):
         why = " (the training total includes the weighted inverse terms, so trials with larger weights would " \
               "look worse for that reason alone)"
-    raise _leaf_error(f"must be one of {' | '.join(OBJECTIVES)}, got {_fmt(value)}{why}")
+    raise leaf_error(f"must be one of {' | '.join(OBJECTIVES)}, got {fmt(value)}{why}")
 
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _leaf_error(f"must be a positive integer, got {_fmt(value)}")
+        raise leaf_error(f"must be a positive integer, got {fmt(value)}")
     return value
 
 
 def _fraction(value: Any) -> float:
-    number = _to_float(value)
+    number = to_float(value)
     if not 0.0 < number <= 1.0:
-        raise _leaf_error(f"must be in (0, 1], got {_fmt(value)}")
+        raise leaf_error(f"must be in (0, 1], got {fmt(value)}")
     return number
 
 
 def _choices(item: Any) -> Any:
     """A non-empty list of `item`s (a single one: a list of one), sorted, without repeats."""
     return Annotated[list[item], BeforeValidator(lambda v: list(v) if isinstance(v, (list, tuple)) else [v]),
-                     AfterValidator(_non_empty), AfterValidator(lambda v: sorted(set(v)))]
+                     AfterValidator(non_empty), AfterValidator(lambda v: sorted(set(v)))]
 
 
 Counts = _choices(Annotated[int, BeforeValidator(_positive_int)])
 
 
-class WeightRange(_Section):
+class WeightRange(Section):
     """A searched weight: a range (`max` null: `training.inverse_loss_max_weight`), with 0 as a choice or not."""
 
     min: Float = Field(1.0e-4, ge=0.0)
     max: Optional[Float] = None
-    sampling: _one_of("log", "linear") = "log"
+    sampling: one_of("log", "linear") = "log"
     allow_zero: Bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> WeightRange:
         if self.sampling == "log" and self.min == 0:
-            raise _leaf_error(f"must be > 0 with log sampling (use allow_zero for 0), got {self.min}", key="min")
+            raise leaf_error(f"must be > 0 with log sampling (use allow_zero for 0), got {self.min}", key="min")
         if self.max is not None and self.max < self.min:
-            raise _leaf_error(f"must be >= its min, got {self.max:g} < {self.min:g}", key="max")
+            raise leaf_error(f"must be >= its min, got {self.max:g} < {self.min:g}", key="max")
         return self
 
 
@@ -102,7 +103,7 @@ Weight = Annotated[Union[Annotated[Float, Field(ge=0.0), Tag("fixed")], Annotate
                    Discriminator(lambda value: "range" if isinstance(value, (Mapping, WeightRange)) else "fixed")]
 
 
-class QueryChoices(_Section):
+class QueryChoices(Section):
     """The Q choices: fractions of the grid points, or numbers of points (a bare list: `values`)."""
 
     fractions: Optional[_choices(Annotated[float, BeforeValidator(_fraction)])] = None
@@ -116,7 +117,7 @@ class QueryChoices(_Section):
     @model_validator(mode="after")
     def _one_kind(self) -> QueryChoices:
         if (self.fractions is None) == (self.values is None):
-            raise _leaf_error(f"takes exactly one of 'fractions' or 'values', got {sorted(self.model_fields_set)}")
+            raise leaf_error(f"takes exactly one of 'fractions' or 'values', got {sorted(self.model_fields_set)}")
         return self
 
     @model_serializer(mode="wrap")
@@ -124,7 +125,7 @@ class QueryChoices(_Section):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class TuningSpace(_Section):
+class TuningSpace(Section):
     """The `tuning:` section; a null entry takes the training config's value."""
 
     objective: Annotated[str, BeforeValidator(_objective)] = "val_forward_loss"
@@ -134,7 +135,7 @@ class TuningSpace(_Section):
     inverse_loss_frequency: Optional[Counts] = None
 
 
-class _TuningFile(_Section):
+class _TuningFile(Section):
     tuning: TuningSpace = Field(default_factory=TuningSpace)
 
 
@@ -149,7 +150,7 @@ def parse_tuning(data: Mapping | None) -> dict:
         ConfigError: unknown key (with a suggestion), wrong type, empty list, or an objective that is not one of
             `OBJECTIVES` (a weighted total such as `loss` / `val_loss` is refused).
     """
-    return _validated(_TuningFile, {"tuning": data}).tuning.model_dump()
+    return validated(_TuningFile, {"tuning": data}).tuning.model_dump()
 
 
 #: The search space used when no tuning config is given (see the module doc of `upt_keras.tuning` for the format).
