@@ -57,6 +57,9 @@ VARIANTS = {
     "rollout_2_steps": ["training.rollout_loss_steps=2"],
     "rollout_1_step": ["training.rollout_loss_steps=1"],
     "consistency_1.0": ["training.lambda_latent_consistency=1.0"],
+    # the default with other seeds (model initialisation, batches): how far one run is from the next
+    "seed_1": ["seed=1"],
+    "seed_2": ["seed=2"],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
     "no_approximator_locality": ["model.approximator_locality=false"],
@@ -346,8 +349,9 @@ def write_report(payloads, md_path):
     rows = []
     for payload in payloads:
         meta = payload["meta"]
+        note = f" Note: {meta['note']}." if meta.get("note") else ""
         lines += [f"- `{meta['command']}`: {meta['machine']}; keras {meta['keras']}, UPT backend {meta['backend']}; "
-                  f"{meta['date']}."]
+                  f"{meta['date']}.{note}"]
         rows += payload["results"]
     lines.append("")
     peers = [r for r in rows if "fno" in r]

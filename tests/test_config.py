@@ -247,6 +247,7 @@ def test_shipped_configs_fit_their_grids():
     # the accuracy settings of the default (benchmarks/results_accuracy.md)
     assert c1.model.decoder_locality and c1.model.pooling == "average" and c1.model.approximator_zero_init
     assert c1.training.lambda_latent_consistency > 0 and c1.training.fit_schedule_to_budget
+    assert c1.model.residual and c1.training.rollout_loss_steps == 2
     assert c1.training.time_budget_seconds == 300
     assert not c1.training.query_sampling.enabled
 
@@ -271,9 +272,11 @@ def test_light_modules_import_no_framework():
     # Load the modules by file (bypassing the package __init__) and check nothing heavy came with them.
     code = (
         "import importlib.util, sys\n"
-        "for name in ('config', 'metrics', 'plots'):\n"
-        f"    spec = importlib.util.spec_from_file_location(name, {REPO!r} + '/upt_keras/' + name + '.py')\n"
-        "    mod = importlib.util.module_from_spec(spec); sys.modules[name] = mod; spec.loader.exec_module(mod)\n"
+        "for name in ('schema', 'config', 'metrics', 'plots'):\n"  # config imports upt_keras.schema: registered first
+        f"    spec = importlib.util.spec_from_file_location('upt_keras.' + name, {REPO!r} + '/upt_keras/' + name + '.py')\n"
+        "    mod = importlib.util.module_from_spec(spec); sys.modules['upt_keras.' + name] = mod\n"
+        "    spec.loader.exec_module(mod)\n"
+        "assert 'upt_keras' not in sys.modules  # the package (and its framework imports) was never loaded\n"
         "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'keras', 'matplotlib') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
