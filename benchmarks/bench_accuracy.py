@@ -60,6 +60,10 @@ VARIANTS = {
     # the default with other seeds (model initialisation, batches): how far one run is from the next
     "seed_1": ["seed=1"],
     "seed_2": ["seed=2"],
+    # reconstruction (inverse encoding at weight 1 on every step) on the residual default, which gives the encoder a
+    # reason to keep its latents faithful to the field; with seed 1 too (a seed whose default run went wrong)
+    "recon": RECONSTRUCTION,
+    "recon_seed_1": RECONSTRUCTION + ["seed=1"],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
     "no_approximator_locality": ["model.approximator_locality=false"],
