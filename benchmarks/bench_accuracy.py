@@ -64,6 +64,13 @@ VARIANTS = {
     # reason to keep its latents faithful to the field; with seed 1 too (a seed whose default run went wrong)
     "recon": RECONSTRUCTION,
     "recon_seed_1": RECONSTRUCTION + ["seed=1"],
+    # the default without reconstruction (the round before it), and that config's variants
+    "no_recon": ["training.use_inverse_losses=false"],
+    "no_recon_rollout_1_step": ["training.use_inverse_losses=false", "training.rollout_loss_steps=1"],
+    "no_recon_no_residual": ["training.use_inverse_losses=false", "model.residual=false"],
+    "no_recon_consistency_1.0": ["training.use_inverse_losses=false", "training.lambda_latent_consistency=1.0"],
+    "no_recon_seed_1": ["training.use_inverse_losses=false", "seed=1"],
+    "no_recon_seed_2": ["training.use_inverse_losses=false", "seed=2"],
     # what each change of the accuracy work buys: each variant undoes one of them
     "no_locality": ["model.decoder_locality=false"],
     "no_approximator_locality": ["model.approximator_locality=false"],
