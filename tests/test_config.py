@@ -248,6 +248,8 @@ def test_shipped_configs_fit_their_grids():
     assert c1.model.decoder_locality and c1.model.pooling == "average" and c1.model.approximator_zero_init
     assert c1.training.lambda_latent_consistency > 0 and c1.training.fit_schedule_to_budget
     assert c1.model.residual and c1.training.rollout_loss_steps == 2
+    assert c1.training.use_inverse_losses and c1.training.inverse_loss_frequency == 1  # reconstruction on every step
+    assert (c1.training.lambda_inv_enc, c1.training.lambda_inv_dec, c1.training.inverse_loss_max_weight) == (1, 0, 1)
     assert c1.training.time_budget_seconds == 300
     assert not c1.training.query_sampling.enabled
 
