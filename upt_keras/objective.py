@@ -178,8 +178,9 @@ def compute_loss(model, x, y, y_pred, training=True):
         # Decode the next latent once on the full grid: it serves the forward loss (at the sampled points)
         # and the inverse decoding (re-encoded).
         u_next_pred = model._decode(z_next, coords)  # (B, N, C), physical
-        if model.residual:
-            u_next_pred = u_next_pred + start_correction(model, z, fields, None, coords)
+        if model.residual:  # every point a query: the correction at the queries is the full grid's
+            u_next_pred = u_next_pred + (correction_q if idx is None else start_correction(model, z, fields, None,
+                                                                                            coords))
         pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
         forward = forward_error(model, pred_q, u_next_q, std)
         inv_dec = latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next))
