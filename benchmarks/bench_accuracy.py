@@ -101,6 +101,11 @@ VARIANTS = {
     # others), its weight scaled up to keep its share
     "consistency_every_2": ["training.latent_consistency_frequency=2", "training.lambda_latent_consistency=0.2"],
     "consistency_every_4": ["training.latent_consistency_frequency=4", "training.lambda_latent_consistency=0.4"],
+    # the forward and rollout terms (and the reconstruction) on Q = 128 of the 256 grid points, resampled every step
+    # (half the decoding cost per step)
+    "queries_128": ["training.query_sampling.enabled=true", "training.query_sampling.num_queries=128"],
+    "queries_128_stratified": ["training.query_sampling.enabled=true", "training.query_sampling.num_queries=128",
+                               "training.query_sampling.strategy=stratified"],
     # the forward term as the relative L2 error per sample (the metric's form, the FNO's loss) instead of the MSE
     "relative_loss": ["training.forward_loss=relative"],
     # the approximator's distance bias, measured as a change when the b1d preset did not have it (it has it since)

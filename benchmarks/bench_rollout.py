@@ -7,8 +7,8 @@ Trains the B1D model (`configs/train_burgers1d.yaml`) once per variant with the 
 - speed: wall time of the test-set rollout for physical mode, latent mode decoding every frame, and latent
   mode decoding only the last frame (what a user who needs the final state pays).
 
-Variants (`--variants`, default all): `inverse` (inverse losses with their curriculum, as configured), `plain` (no
-inverse losses), `inverse_rollout3` and `plain_rollout3` (the same with the 3-step latent rollout loss,
+Variants (`--variants`, default all): `default` (the config as it is: what `examples/train.py` trains), `inverse`
+(inverse losses with their curriculum, as configured), `plain` (no inverse losses), `inverse_rollout3` and `plain_rollout3` (the same with the 3-step latent rollout loss,
 `training.rollout_loss_steps=3`), and `inverse_rollout2_1epoch` (a 2-step loss over one epoch, so that its learning-rate
 schedule ends within the budget, with the inverse terms on from the start).
 
@@ -28,6 +28,7 @@ import numpy as np
 
 
 VARIANTS = {
+    "default": [],
     "inverse": ["training.use_inverse_losses=true"],
     "plain": ["training.use_inverse_losses=false"],
     "inverse_rollout3": ["training.use_inverse_losses=true", "training.rollout_loss_steps=3"],

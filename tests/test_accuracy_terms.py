@@ -48,6 +48,23 @@ def test_locality_bias_prefers_near_tokens_and_keeps_queries_independent():
     assert not np.allclose(with_bias, to_numpy(dec(latent, coords)), atol=1e-4)
     alone = to_numpy(dec(latent, coords[7:8], positions))
     np.testing.assert_allclose(alone[:, 0], with_bias[:, 7], rtol=1e-5, atol=1e-5)
+    # coordinates shared by the batch (query embedding and bias computed once) decode as per-sample coordinates do
+    per_sample = to_numpy(dec(latent, np.broadcast_to(coords, (2,) + coords.shape).copy(), positions))
+    np.testing.assert_allclose(per_sample, with_bias, rtol=1e-5, atol=1e-6)
+
+
+def test_locality_bias_is_floored_far_away():
+    """Far tokens get the floor, not ever-larger negative logits (which push the softmax into subnormal floats)."""
+    from upt_keras.layers.blocks import LOCALITY_BIAS_FLOOR, locality_bias
+
+    positions = (np.arange(64, dtype="float32")[:, None] + 0.5) / 64
+    queries = np.linspace(0, 1, 256, endpoint=False, dtype="float32")[:, None]
+    log_scale = np.log(np.array([1.0, 0.25, 1 / 16, 1 / 64], "float32"))
+    bias = to_numpy(locality_bias(queries, positions, log_scale, 64.0 ** -2))  # (4, 256, 64)
+    exact = -((queries - positions[:, 0][None]) ** 2) * 64.0 ** 2 * np.exp(log_scale)[:, None, None]
+    assert exact.min() < 10 * LOCALITY_BIAS_FLOOR  # unfloored, the most local head reaches about -4000
+    np.testing.assert_allclose(bias, np.maximum(exact, LOCALITY_BIAS_FLOOR), rtol=1e-5, atol=1e-5)
+    assert bias.min() == LOCALITY_BIAS_FLOOR
 
 
 def test_locality_scales_are_trained_and_saved(tmp_path):

@@ -62,15 +62,16 @@ def _count_calls(model):
 
 @pytest.mark.skipif(BACKEND == "jax", reason="jax.lax.cond traces both branches, so Python call counts "
                     "cannot tell which branch ran; the JAX off-step cost is measured in benchmarks/")
-@pytest.mark.parametrize("use_inverse,frequency,weight,expected", [
-    (False, 1, 0.01, 4),       # forward only: one encode + one decode per step
-    (True, 2, 0.01, 6),        # inverse on steps 0 and 2: +1 encode +1 decode on each
-    (True, 1, 0.01, 8),        # inverse every step
-    (True, 1, 0.0, 4),         # weights 0 (curriculum warm-up): inverse terms not computed
+@pytest.mark.parametrize("use_inverse,frequency,weights,expected", [
+    (False, 1, (0.01, 0.01), (4, 4)),   # forward only: one encode + one decode per step
+    (True, 2, (0.01, 0.01), (6, 6)),    # inverse on steps 0 and 2: +1 encode +1 decode on each
+    (True, 1, (0.01, 0.01), (8, 8)),    # inverse every step
+    (True, 1, (0.0, 0.0), (4, 4)),      # weights 0 (curriculum warm-up): inverse terms not computed
+    (True, 1, (0.01, 0.0), (4, 8)),     # inverse decoding's weight 0: its re-encoding is not computed
 ])
-def test_inverse_terms_do_not_run_on_off_steps(use_inverse, frequency, weight, expected):
+def test_inverse_terms_do_not_run_on_off_steps(use_inverse, frequency, weights, expected):
     model = tiny_upt((32,), use_inverse_losses=use_inverse, inverse_loss_frequency=frequency,
-                     lambda_inv_enc=weight, lambda_inv_dec=weight, num_queries=8)
+                     lambda_inv_enc=weights[0], lambda_inv_dec=weights[1], num_queries=8)
     x, y = wave_pairs(8)
     model.compile(optimizer="adam", run_eagerly=True)
     counts = _count_calls(model)
@@ -81,7 +82,7 @@ def test_inverse_terms_do_not_run_on_off_steps(use_inverse, frequency, weight, e
             seen.update(counts)
 
     model.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False, callbacks=[Baseline()])  # 4 steps
-    assert {k: counts[k] - seen[k] for k in counts} == {"encode": expected, "_decode": expected}
+    assert {k: counts[k] - seen[k] for k in counts} == {"encode": expected[0], "_decode": expected[1]}
     assert int(to_numpy(model.train_step_counter)) == 4
 
 

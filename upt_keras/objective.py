@@ -26,7 +26,8 @@ Terms (normalised units, every field alike):
     full grid (`inverse_decoding_points="all"`) or, for a point-cloud encoder, only the Q sampled points
     (`"queries"`: the encoder re-encodes the decoded field from those Q points).
   On an inverse step the next-step latent is decoded once on X and serves both the forward and the
-  inverse-decoding term; on other steps the inverse terms are not computed at all.
+  inverse-decoding term; on other steps the inverse terms are not computed at all, nor is the inverse
+  decoding's encoding while its weight is 0 (it is then reported as 0).
 - latent consistency x `lambda_latent_consistency`, on every `latent_consistency_frequency`-th step: mean over q = 1..M of
   ||step^q(z_t) - sg(encode(u_t+q))||^2 / mean(sg(encode(u_t+q))^2) (`latent_consistency_norm="latent"`),
   or / mean(sg(encode(u_t+q) - z_t)^2), the error of the identity (`"step"`).
@@ -173,7 +174,8 @@ def compute_loss(model, x, y, y_pred, training=True):
         if model.inverse_decoding_points == "queries":  # decode and re-encode the Q sampled points only
             pred_q = model._decode(z_next, coords_q)  # (B, Q, C), physical
             where = ops.broadcast_to(ops.cast(coords_q, "float32")[None], (batch,) + tuple(coords_q.shape))
-            inv_dec = latent_mse(model.encode(pred_q, where), ops.stop_gradient(z_next))
+            inv_dec = _if_weighted(model.inv_dec_weight,
+                                   lambda: latent_mse(model.encode(pred_q, where), ops.stop_gradient(z_next)))
             return forward_error(model, pred_q, u_next_q, std), inv_enc, inv_dec
         # Decode the next latent once on the full grid: it serves the forward loss (at the sampled points)
         # and the inverse decoding (re-encoded).
@@ -183,7 +185,8 @@ def compute_loss(model, x, y, y_pred, training=True):
                                                                                             coords))
         pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
         forward = forward_error(model, pred_q, u_next_q, std)
-        inv_dec = latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next))
+        inv_dec = _if_weighted(model.inv_dec_weight,
+                               lambda: latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next)))
         return forward, inv_enc, inv_dec
 
     if not model.use_inverse_losses:
@@ -222,6 +225,11 @@ def compute_loss(model, x, y, y_pred, training=True):
     model.train_step_counter.assign_add(1)
     model.forward_loss_tracker.update_state(forward)
     return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+
+
+def _if_weighted(weight, term):
+    """`term()` while `weight` > 0, else 0 without computing it (an inverse term whose weight is 0 costs nothing)."""
+    return ops.cond(ops.greater(weight, 0.0), term, lambda: ops.zeros((), "float32"))
 
 
 def on_this_step(model, frequency):

@@ -82,7 +82,8 @@ class AnyPointDecoder(keras.layers.Layer):
             self.locality_log_scale = add_locality_scales(self, self.num_heads)
 
     def locality_bias(self, coords, positions):
-        """(B, heads, Q, T) logits bias `-s_h |x_q - p_t|^2 / spacing^2` from coords (B, Q, d) and positions (T, d)."""
+        """(B, heads, Q, T) logits bias `-s_h |x_q - p_t|^2 / spacing^2` from coords (B, Q, d) and positions (T, d)
+        (blocks.locality_bias)."""
         return locality_bias(coords, positions, self.locality_log_scale, self._spacing2)
 
     def call(self, latent, coords, positions=None):
@@ -92,11 +93,14 @@ class AnyPointDecoder(keras.layers.Layer):
                 f"coords must have shape (Q, {self.coord_dim}) or (batch, Q, {self.coord_dim}), "
                 f"got shape {tuple(coords.shape)}"
             )
-        if len(coords.shape) == 2:  # shared coordinates for the whole batch
-            coords = ops.broadcast_to(ops.expand_dims(coords, 0), (batch,) + tuple(ops.shape(coords)))
+        shared = len(coords.shape) == 2
+        if shared:  # coordinates shared by the whole batch: query embedding and bias computed once, then broadcast
+            coords = ops.expand_dims(coords, 0)
         x = self.features(coords)
         for layer in self.query_mlp:
             x = layer(x)
+        if shared:
+            x = ops.broadcast_to(x, (batch,) + tuple(ops.shape(x)[1:]))
         context = self.latent_proj(latent)
         bias = self.locality_bias(coords, positions) if self.locality and positions is not None else None
         for block in self.blocks:
