@@ -187,7 +187,7 @@ def run_fno(args, overrides):
     import torch
     from neuralop.models import FNO
 
-    from upt_keras import metrics as M
+    from upt_keras.evaluation import metrics as M
     from upt_keras import training
     from upt_keras.config import load_config
     from upt_keras.evaluation import collect_pairs, curve_summary, rollout_arrays
@@ -350,7 +350,7 @@ def _command_line(argv, backend):
 
 def write_report(payloads, md_path):
     """Markdown tables (and a rollout figure per data set) from the results JSON payloads of one or more runs."""
-    from upt_keras.plots import plot_rollout_error
+    from upt_keras.evaluation.plots import plot_rollout_error
 
     lines = [
         "# Accuracy: upt-keras against a stock FNO at equal wall-clock budget",

@@ -55,10 +55,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _load_presets():
-    """upt_keras/presets.py alone (no Keras import: the plain-torch rows must not carry Keras in their memory)."""
+    """upt_keras/models/presets.py alone (no Keras import: the plain-torch rows must not carry Keras in their memory)."""
     import importlib.util
 
-    path = os.path.join(HERE, "..", "upt_keras", "presets.py")
+    path = os.path.join(HERE, "..", "upt_keras", "models", "presets.py")
     spec = importlib.util.spec_from_file_location("upt_keras_presets", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -90,7 +90,7 @@ TARGETS = {  # the issue's targets, compared against same-run ratios
 
 
 # --------------------------------------------------------------------------- child
-def _model_kwargs(row):
+def model_kwargs(row):
     spec = ROWS[row]
     return dict(
         use_inverse_losses=spec["use_inverse_losses"],
@@ -167,7 +167,7 @@ def _setup_keras(args, row):
     _check_gpu_visible(backend, args.device)
     u_t, u_next = _data()
     keras.utils.set_random_seed(SEED)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **_model_kwargs(row))
+    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **model_kwargs(row))
     # One real encode, so that every weight exists before counting and compiling
     # whatever the layers create at build time.
     model.encode(u_t[:1])
@@ -211,7 +211,7 @@ def _setup_reference(args, row):
     device = torch.device("cuda" if args.device == "gpu" else "cpu")
     u_t, u_next = (torch.from_numpy(a).to(device) for a in _data())
     torch.manual_seed(SEED)
-    model = ref.ReferenceUPT(B64_GRID, **B64_SIZES, **_model_kwargs(row)).to(device)
+    model = ref.ReferenceUPT(B64_GRID, **B64_SIZES, **model_kwargs(row)).to(device)
     optimizer = ref.make_optimizer(model, LEARNING_RATE)
     scaler = torch.amp.GradScaler("cuda") if args.mixed else None
     autocast_dtype = torch.float16 if args.mixed else None

@@ -80,7 +80,7 @@ def worker(args):
     import keras
 
     from upt_keras import UPT
-    from upt_keras.metrics import nrmse
+    from upt_keras.evaluation.metrics import nrmse
 
     keras.utils.set_random_seed(0)
     data = np.load(args.data)

@@ -76,11 +76,11 @@ def time_rollouts(model, x0, steps, repeats):
 def time_2d(config, num_rollouts, steps, repeats):
     """Rollout wall time on the 2D 64x64 model of `config` (weights as initialised: timing does not depend on them)."""
     from upt_keras.config import load_config
-    from upt_keras.model import UPT
-    from upt_keras.training import _model_kwargs
+    from upt_keras.models.upt import UPT
+    from upt_keras.training import model_kwargs
 
     cfg = load_config(config)
-    model = UPT.from_sizes((64, 64), 1, **_model_kwargs(cfg), dt=0.01)
+    model = UPT.from_sizes((64, 64), 1, **model_kwargs(cfg), dt=0.01)
     x0 = np.random.default_rng(0).normal(size=(num_rollouts, 64, 64, 1)).astype("float32")
     return time_rollouts(model, x0, steps, repeats)
 
@@ -124,7 +124,7 @@ def main():
     import keras
 
     from upt_keras.evaluation import rollout_arrays, rollout_metrics
-    from upt_keras.plots import plot_rollout_error
+    from upt_keras.evaluation.plots import plot_rollout_error
 
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if args.only_2d:

@@ -36,7 +36,7 @@ from bench_b64 import (  # noqa: E402
     SEED,
     _check_gpu_visible,
     _gpu_peak,
-    _model_kwargs,
+    model_kwargs,
 )
 
 BACKENDS = ("torch", "tensorflow", "jax")
@@ -75,7 +75,7 @@ def child(args):
     u_t = rng.standard_normal((num,) + B64_GRID + (B64_SIZES["num_fields"],)).astype("float32")
     u_next = np.roll(u_t, 1, axis=1)
     keras.utils.set_random_seed(SEED)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **_model_kwargs(args.row))
+    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **model_kwargs(args.row))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE))
 
     class StepTimer(keras.callbacks.Callback):

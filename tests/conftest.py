@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 import keras  # noqa: E402
 
-from upt_keras.presets import preset  # noqa: E402
+from upt_keras.models.presets import preset  # noqa: E402
 
 BACKEND = keras.backend.backend()
 

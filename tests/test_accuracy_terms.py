@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
-from upt_keras import objective
+from upt_keras.objectives import upt_objective as objective
 from upt_keras.layers import AnyPointDecoder, GridEncoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -55,7 +55,7 @@ def test_locality_bias_prefers_near_tokens_and_keeps_queries_independent():
 
 def test_locality_bias_is_floored_far_away():
     """Far tokens get the floor, not ever-larger negative logits (which push the softmax into subnormal floats)."""
-    from upt_keras.layers.blocks import LOCALITY_BIAS_FLOOR, locality_bias
+    from upt_keras.layers.locality import LOCALITY_BIAS_FLOOR, locality_bias
 
     positions = (np.arange(64, dtype="float32")[:, None] + 0.5) / 64
     queries = np.linspace(0, 1, 256, endpoint=False, dtype="float32")[:, None]

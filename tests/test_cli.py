@@ -13,6 +13,7 @@ import pytest
 import keras
 
 from upt_keras import cli
+from upt_keras.cli import commands
 from upt_keras.config import load_config
 from upt_keras.data import generate_burgers_dataset, open_trajectories
 
@@ -220,9 +221,9 @@ def test_progress_output_defaults_to_one_line_per_epoch_off_a_terminal(monkeypat
         def isatty(self):
             return self.tty
 
-    assert cli._verbosity(0) == 0 and cli._verbosity(1) == 1  # an explicit --verbose always wins
+    assert commands._verbosity(0) == 0 and commands._verbosity(1) == 1  # an explicit --verbose always wins
     monkeypatch.setattr(sys, "stdout", Stream(False))
-    assert cli._verbosity(None) == 2  # a log file gets one line per epoch, not progress-bar redraws
+    assert commands._verbosity(None) == 2  # a log file gets one line per epoch, not progress-bar redraws
     monkeypatch.setattr(sys, "stdout", Stream(True))
-    assert cli._verbosity(None) == 1
+    assert commands._verbosity(None) == 1
     assert cli.build_parser().parse_args(["evaluate", "--model", "m.keras"]).verbose is None

@@ -274,8 +274,9 @@ def test_light_modules_import_no_framework():
     # Load the modules by file (bypassing the package __init__) and check nothing heavy came with them.
     code = (
         "import importlib.util, sys\n"
-        "for name in ('schema', 'config', 'metrics', 'plots'):\n"  # config imports upt_keras.schema: registered first
-        f"    spec = importlib.util.spec_from_file_location('upt_keras.' + name, {REPO!r} + '/upt_keras/' + name + '.py')\n"
+        "for name in ('schema', 'config', 'evaluation.metrics', 'evaluation.plots'):\n"  # config imports schema first
+        f"    path = {REPO!r} + '/upt_keras/' + name.replace('.', '/') + '.py'\n"
+        "    spec = importlib.util.spec_from_file_location('upt_keras.' + name, path)\n"
         "    mod = importlib.util.module_from_spec(spec); sys.modules['upt_keras.' + name] = mod\n"
         "    spec.loader.exec_module(mod)\n"
         "assert 'upt_keras' not in sys.modules  # the package (and its framework imports) was never loaded\n"

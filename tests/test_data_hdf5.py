@@ -5,14 +5,12 @@ import h5py
 import numpy as np
 import pytest
 
-from upt_keras.data import hdf5 as hdf5_module
-from upt_keras.data.hdf5 import (
-    DataError,
-    PDEBenchWriter,
-    generate_burgers_dataset,
-    open_trajectories,
-    write_trajectories,
-)
+from upt_keras.data import generate as generate_module
+from upt_keras.data import layouts as layouts_module
+from upt_keras.data.errors import DataError
+from upt_keras.data.generate import generate_burgers_dataset
+from upt_keras.data.store import open_trajectories
+from upt_keras.data.writer import PDEBenchWriter, write_trajectories
 
 
 def _random(shape, seed=0):
@@ -285,7 +283,7 @@ def test_interrupted_generation_keeps_previous_file(tmp_path, monkeypatch):
     generate_burgers_dataset(path, num_samples=2, resolution=32, t_end=0.02, progress=False)
     before = path.read_bytes()
     calls = {"n": 0}
-    real_solve = hdf5_module._burgers.solve_burgers
+    real_solve = generate_module._burgers.solve_burgers
 
     def failing_solve(*args, **kwargs):
         calls["n"] += 1
@@ -293,7 +291,7 @@ def test_interrupted_generation_keeps_previous_file(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of a long run
         return real_solve(*args, **kwargs)
 
-    monkeypatch.setattr(hdf5_module._burgers, "solve_burgers", failing_solve)
+    monkeypatch.setattr(generate_module._burgers, "solve_burgers", failing_solve)
     with pytest.raises(KeyboardInterrupt):
         generate_burgers_dataset(path, num_samples=6, resolution=32, t_end=0.02, batch=2, progress=False)
     assert calls["n"] == 2
@@ -342,3 +340,70 @@ def test_generate_2d_vector_and_sinusoid(tmp_path):
                                     t_end=0.02, dt_save=0.01, progress=False)
     with open_trajectories(path) as store:
         assert store.read(slice(None)).shape == (3, 3, 64, 1)
+
+
+# ---------------------------------------------------------------------------------------------------- layout classes
+
+
+def test_detection_order_and_names(tmp_path):
+    assert [cls.name for cls in layouts_module.LAYOUTS] == ["tensor", "cfd", "data", "groups"]
+    data = _random((2, 3, 4, 1))
+    for name, keys, expected in [("tc.h5", ["tensor", "Vx"], "tensor"), ("cd.h5", ["Vx", "data"], "cfd")]:
+        with h5py.File(tmp_path / name, "w") as f:
+            for key in keys:
+                f[key] = data if key == "data" else data[..., 0]
+            f["x-coordinate"] = np.arange(4) / 4
+            f["t-coordinate"] = np.arange(3.0)
+        with open_trajectories(tmp_path / name) as store:
+            assert store.layout == expected
+
+
+def test_array_layout_reads_contiguous_runs_as_single_slices(tmp_path, monkeypatch):
+    path = tmp_path / "runs.h5"
+    data = _random((10, 3, 8, 2))
+    with h5py.File(path, "w") as f:
+        f["data"] = data
+    selections = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, args, *rest, **kwargs):
+        if self.name == "/data":
+            selections.append(args[0])
+        return original(self, args, *rest, **kwargs)
+
+    with open_trajectories(path) as store:
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+        got = store.read([6, 1, 2, 5, 1, 3])
+    np.testing.assert_array_equal(got, data[[6, 1, 2, 5, 1, 3]])
+    assert selections == [slice(1, 4), slice(5, 7)]  # each sample read once, runs 1-3 and 5-6 in one slice each
+
+
+def test_a_new_layout_class_plugs_into_the_store(tmp_path, monkeypatch):
+    class VelocityLayout(layouts_module.ChannelArraysLayout):
+        name = "velocity"
+
+        @classmethod
+        def matches(cls, keys, file):
+            return "velocity" in keys
+
+        def inspect(self):
+            ds = self.dataset("velocity")
+            self.sources = [("velocity", ds)]
+            grid = tuple(ds.shape[2:])
+            return layouts_module.LayoutInfo(ds.shape[0], ds.shape[1], grid, 1, ["velocity"],
+                                             ("x-coordinate",), "t-coordinate", False)
+
+    path = tmp_path / "velocity.h5"
+    data = _random((4, 3, 6))
+    data[2, 1, 0] = np.nan
+    with h5py.File(path, "w") as f:
+        f["velocity"] = data
+    _expect_error(path, "unknown layout", "velocity")
+    monkeypatch.setattr(layouts_module, "LAYOUTS", layouts_module.LAYOUTS + (VelocityLayout,))
+    with open_trajectories(path, reduced_resolution=2) as store:
+        assert store.layout == "velocity" and store.channel_names == ["velocity"]
+        assert (store.num_samples, store.num_frames, store.grid_shape, store.num_channels) == (4, 3, (3,), 1)
+        np.testing.assert_array_equal(store.read([3, 0]), data[[3, 0], :, ::2, None])
+        with pytest.raises(DataError) as err:
+            store.read(slice(1, 4))
+    assert "'velocity'" in str(err.value) and "sample 2" in str(err.value)

@@ -267,7 +267,7 @@ def _history(path):
 @pytest.mark.skipif(BACKEND != "torch", reason="the torchrun launcher is for the torch backend")
 def test_torch_ddp_launcher_matches_one_process(tmp_path):
     """examples/train_ddp_torch.py under torchrun on the CPU (gloo): 2 processes follow the 1-process run."""
-    from upt_keras.data.hdf5 import generate_burgers_dataset
+    from upt_keras.data import generate_burgers_dataset
 
     data = generate_burgers_dataset(str(tmp_path / "tiny.h5"), num_samples=12, resolution=32, t_end=0.1,
                                     progress=False)

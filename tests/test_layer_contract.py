@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from layer_checks import run_layer_test
-from upt_keras.layers import (MLP, AdaLNBlock, AnyPointDecoder, Approximator, Attention, GridEncoder,
+from upt_keras.layers import (MLP, AdaLNBlock, AnyPointDecoder, Approximator, Attention, Dense, GridEncoder,
                               PointCloudEncoder, TransformerBlock)
 
 RNG = np.random.default_rng(0)
@@ -20,6 +20,7 @@ def _uniform(*shape):
 
 
 CASES = {
+    "Dense": (Dense, dict(units=8, activation="gelu"), [_normal(B, 5, 4)], {}, (B, 5, 8)),
     "MLP": (MLP, dict(dim=8, hidden_dim=16), [_normal(B, 5, 8)], {}, (B, 5, 8)),
     "Attention_self": (Attention, dict(dim=8, num_heads=2), [_normal(B, 5, 8)], {}, (B, 5, 8)),
     "Attention_cross": (Attention, dict(dim=8, num_heads=2, qk_norm=True), [_normal(B, 5, 8), _normal(B, 3, 6)], {},

@@ -79,12 +79,58 @@ def test_decoder_bad_coords():
 
 
 def test_explicit_attention_matches_fused():
-    from upt_keras.layers.blocks import explicit_attention
+    from upt_keras.layers.attention import explicit_attention
 
     rng = np.random.default_rng(0)
     q, k, v = (rng.normal(size=(2, n, 4, 8)).astype("float32") for n in (5, 7, 7))
     fused = to_numpy(keras.ops.dot_product_attention(q, k, v))
     np.testing.assert_allclose(to_numpy(explicit_attention(q, k, v)), fused, rtol=1e-5, atol=1e-5)
+
+
+def test_dense_matches_keras_dense_and_fuses_the_bias_on_torch():
+    from upt_keras.layers import Dense
+
+    x = np.random.default_rng(0).normal(size=(3, 5, 4)).astype("float32")
+    ours, ref = Dense(8, activation="gelu"), keras.layers.Dense(8, activation="gelu")
+    ours.build(x.shape)
+    ref.build(x.shape)
+    ours.bias.assign(np.linspace(-1, 1, 8).astype("float32"))  # a bias that matters
+    ref.set_weights(ours.get_weights())
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(ref(x)), rtol=1e-5, atol=1e-6)
+    if keras.backend.backend() == "torch":
+        import torch
+        from torch.profiler import profile
+
+        inputs = torch.tensor(x, requires_grad=True)
+        with profile() as prof:
+            ours(inputs).sum().backward()
+        names = {event.key for event in prof.key_averages()}
+        assert "aten::addmm" in names and "aten::add" not in names, sorted(names)  # one kernel, no separate add
+        reference = torch.tensor(x, requires_grad=True)
+        ref(reference).sum().backward()
+        np.testing.assert_allclose(inputs.grad.numpy(), reference.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch path of the attention")
+def test_torch_attention_takes_transposed_views_without_copies():
+    import torch
+    from torch.profiler import profile
+
+    from upt_keras.layers import Attention
+    from upt_keras.layers.attention import explicit_attention, scaled_dot_product_attention
+
+    q, k, v = (torch.randn(2, 64, 4, 8) for _ in range(3))
+    bias = torch.randn(1, 4, 64, 64)
+    np.testing.assert_allclose(to_numpy(scaled_dot_product_attention(q, k, v, bias)),
+                               to_numpy(explicit_attention(q, k, v, bias)), rtol=1e-4, atol=1e-5)
+    layer = Attention(32, 4)
+    x, context = torch.randn(2, 64, 32, requires_grad=True), torch.randn(2, 8, 16)
+    layer(x, context)
+    with profile() as prof:
+        layer(x, context, bias=torch.randn(1, 4, 64, 8)).sum().backward()
+    names = {event.key for event in prof.key_averages()}
+    # `ops.dot_product_attention` calls .contiguous() on q, k and v (and a copy follows to reshape its output)
+    assert "aten::contiguous" not in names, sorted(n for n in names if "contig" in n or "clone" in n)
 
 
 def test_grid_coordinates_convention():

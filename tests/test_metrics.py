@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from upt_keras.metrics import (
+from upt_keras.evaluation.metrics import (
     all_metrics,
     brmse,
     crmse,

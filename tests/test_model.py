@@ -1,12 +1,10 @@
 """UPT model: shapes, gradients, chunked decoding, rollout, saving."""
 
-import os
 
 import numpy as np
 import pytest
 
 import keras
-from keras import ops
 
 from conftest import BACKEND, FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 

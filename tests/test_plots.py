@@ -3,7 +3,7 @@ import csv
 import numpy as np
 import pytest
 
-from upt_keras.plots import plot_frames_2d, plot_loss_curves, plot_rollout_error, plot_spacetime, read_history
+from upt_keras.evaluation.plots import plot_frames_2d, plot_loss_curves, plot_rollout_error, plot_spacetime, read_history
 
 
 def _read_png(path):

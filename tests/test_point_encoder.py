@@ -6,9 +6,10 @@ import pytest
 import keras
 
 from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
-from upt_keras import UPT, objective
+from upt_keras import UPT
+from upt_keras.objectives import upt_objective as objective
 from upt_keras.layers import GridEncoder, PointCloudEncoder
-from upt_keras.losses import field_mse
+from upt_keras.objectives.losses import field_mse
 
 
 def _scattered(u, num_points, seed=0):
@@ -130,7 +131,7 @@ def test_inverse_decoding_from_the_sampled_points_only():
     """`inverse_decoding_points="queries"`: decode and re-encode the Q sampled points; the full grid is never decoded."""
     from keras import ops
 
-    from upt_keras.losses import latent_mse
+    from upt_keras.objectives.losses import latent_mse
 
     u, v = wave_pairs(4, seed=3)
     fields, positions = _scattered(u, 20)

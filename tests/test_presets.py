@@ -4,8 +4,8 @@ import pytest
 
 from upt_keras import UPT
 from upt_keras.config import ConfigError, config_from_dict, load_config
-from upt_keras.presets import PRESETS, SIZE_DEFAULTS, preset
-from upt_keras.training import _model_kwargs
+from upt_keras.models.presets import PRESETS, SIZE_DEFAULTS, preset
+from upt_keras.training import model_kwargs
 
 
 def test_from_preset_builds_the_preset_and_takes_overrides():
@@ -46,7 +46,7 @@ def test_shipped_configs_build_their_preset(path, name):
     import os
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    kwargs = _model_kwargs(load_config(os.path.join(root, path)))
+    kwargs = model_kwargs(load_config(os.path.join(root, path)))
     sizes = preset(name)
     for key, value in kwargs.items():
         if key in sizes:

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from upt_keras import training
+from upt_keras.training import pipeline
 from upt_keras.config import ConfigError, load_config, save_config
-from upt_keras.run_files import comparable_config, settings_changes, write_json
+from upt_keras.training.run_files import comparable_config, settings_changes, write_json
 
 
 def test_write_json_creates_the_folder_and_leaves_no_temporary_file(tmp_path):
@@ -36,11 +36,11 @@ def test_comparable_config_and_settings_changes():
 
 def test_resuming_refuses_a_changed_configuration(tmp_path):
     cfg = load_config(None, ["training.epochs=3"])
-    save_config(cfg, tmp_path / training.CONFIG_FILE)
+    save_config(cfg, tmp_path / pipeline.CONFIG_FILE)
     # Where, how visibly and how long a run goes may change ...
-    training._check_resume_config(load_config(None, ["training.epochs=3", "output.plots=false",
+    pipeline._check_resume_config(load_config(None, ["training.epochs=3", "output.plots=false",
                                                      "training.time_budget_seconds=60"]), str(tmp_path))
     # ... what it trains may not.
     with pytest.raises(ConfigError, match=r"different configuration \(training.learning_rate: 0.001 -> 0.01\)"):
-        training._check_resume_config(load_config(None, ["training.epochs=3", "training.learning_rate=0.01"]),
+        pipeline._check_resume_config(load_config(None, ["training.epochs=3", "training.learning_rate=0.01"]),
                                       str(tmp_path))

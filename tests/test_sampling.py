@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from upt_keras.sampling import QuerySampler, stratified_blocks
+from upt_keras.objectives.sampling import QuerySampler, stratified_blocks
 
 
 def draws(sampler, n):

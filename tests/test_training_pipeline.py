@@ -1,6 +1,5 @@
 """Training pipeline pieces: data preparation, model building, callbacks, the time budget, physical-unit evaluation."""
 
-import contextlib
 import math
 
 import numpy as np
@@ -11,7 +10,7 @@ import keras
 from upt_keras import evaluation, training
 from upt_keras.config import ConfigError, load_config
 from upt_keras.data import compute_normalization, generate_burgers_dataset, open_trajectories, write_trajectories
-from upt_keras.metrics import all_metrics, nrmse
+from upt_keras.evaluation.metrics import all_metrics, nrmse
 
 BACKEND = keras.backend.backend()
 
@@ -284,8 +283,10 @@ def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatc
         seen.setdefault("schedule_steps", []).append(schedule_steps)
         return original(cfg, data, steps_per_epoch, schedule_steps)
 
-    monkeypatch.setattr(training, "build_model", spy)
-    monkeypatch.setattr(training, "calibrate_step_seconds", lambda cfg, data: 0.5)  # a known step time
+    from upt_keras.training import pipeline  # where `train` looks them up
+
+    monkeypatch.setattr(pipeline, "build_model", spy)
+    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data: 0.5)  # a known step time
     from upt_keras import evaluation
 
     monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: {})  # not what is tested here (and slow)

@@ -283,14 +283,14 @@ def test_hyperparameters_and_effective_values():
 def test_validation_nrmse_callback(files):
     from upt_keras import training
     from upt_keras.evaluation import collect_pairs
-    from upt_keras.metrics import nrmse
+    from upt_keras.evaluation.metrics import nrmse
 
     class Identity:  # predicts u_{t+1} = u_t
         def predict(self, x, batch_size=None, verbose=0):
             return np.asarray(x)
 
     data = training.prepare_data(load_config(files["base"]), splits=("train", "val"), progress=False)
-    callback = tuning.ValidationNRMSE(data.val)
+    callback = training.ValidationNRMSE(data.val)
     callback.set_model(Identity())
     logs = {}
     callback.on_epoch_end(0, logs)

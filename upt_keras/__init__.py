@@ -4,12 +4,11 @@ Importing the package registers every layer and the model with Keras, so that
 `keras.saving.load_model("model.keras")` works after `import upt_keras`.
 """
 
-from upt_keras.callbacks import InverseLossCurriculum, curriculum_weight
 from upt_keras.layers import (AnyPointDecoder, Approximator, Encoder, FourierFeatures, GridEncoder, PointCloudEncoder,
                               grid_coordinates)
-from upt_keras.model import UPT
-from upt_keras.presets import PRESETS
-from upt_keras.sampling import QuerySampler
+from upt_keras.models import PRESETS, UPT
+from upt_keras.objectives import QuerySampler
+from upt_keras.training.callbacks import InverseLossCurriculum, curriculum_weight
 
 __version__ = "0.1.0"
 

@@ -88,7 +88,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Sizes of the encoder, approximator and any-point decoder.
 
-    `preset` names a set of sizes in `upt_keras.presets.PRESETS`: keys left out of the section take the preset's
+    `preset` names a set of sizes in `upt_keras.models.presets.PRESETS`: keys left out of the section take the preset's
     value instead of the default below; keys given override it.
     """
 
@@ -121,7 +121,7 @@ class ModelConfig(Section):
         """The section with the named preset's sizes under the keys it does not give."""
         if not isinstance(data, Mapping) or data.get("preset") is None:
             return data
-        from upt_keras.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
+        from upt_keras.models.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
 
         name = data["preset"]
         if name not in GRID_PRESETS:

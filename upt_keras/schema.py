@@ -3,7 +3,7 @@
 A file's schema is a tree of `Section`s (unknown keys rejected, values checked on assignment too); `validated(root,
 data)` builds it and turns pydantic's errors into one `ConfigError` of the form "<dotted key> <what is wrong>, got
 <value>", naming the nearest valid key for a typo. The training config (`upt_keras.config`) and the search space
-(`upt_keras.search_space`) are both built on it. Value checks raise `leaf_error(text)` (the message follows the
+(`upt_keras.tuning.search_space`) are both built on it. Value checks raise `leaf_error(text)` (the message follows the
 dotted key) or `config_error(text)` (the message is complete).
 
 This module imports no deep-learning framework.

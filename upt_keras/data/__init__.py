@@ -1,5 +1,9 @@
 """Data for UPT: Burgers solvers, PDEBench HDF5 files, and the Keras input pipeline.
 
+Modules: ``burgers`` (solvers and initial conditions), ``generate`` (Burgers data sets written to HDF5), ``writer``
+(atomic PDEBench writers), ``layouts`` (one reader class per HDF5 layout), ``store`` (the lazy reader
+``open_trajectories``), ``errors`` (``DataError``), ``default`` (the built-in data set), ``splits`` and ``pipeline``.
+
 Importing this package imports only numpy and h5py. ``PairDataset`` (a ``keras.utils.PyDataset``, defined in
 ``upt_keras.data.pipeline``) is imported from there the first time it is accessed, and Keras with it.
 
@@ -26,15 +30,11 @@ from upt_keras.data.default import (
     ensure_default_burgers,
     load_default_burgers,
 )
-from upt_keras.data.hdf5 import (
-    DataError,
-    PDEBenchWriter,
-    TrajectoryStore,
-    generate_burgers_dataset,
-    open_trajectories,
-    write_trajectories,
-)
+from upt_keras.data.errors import DataError
+from upt_keras.data.generate import generate_burgers_dataset
 from upt_keras.data.splits import compute_normalization, split_indices
+from upt_keras.data.store import TrajectoryStore, open_trajectories
+from upt_keras.data.writer import PDEBenchWriter, write_trajectories
 
 __all__ = [
     "DEFAULT_BURGERS",

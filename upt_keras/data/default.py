@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 
-from upt_keras.data.hdf5 import DataError, generate_burgers_dataset, open_trajectories
+from upt_keras.data.errors import DataError
+from upt_keras.data.generate import generate_burgers_dataset
+from upt_keras.data.store import open_trajectories
 
 __all__ = [
     "DEFAULT_BURGERS",

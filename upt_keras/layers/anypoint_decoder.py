@@ -3,8 +3,10 @@
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import TransformerBlock, add_locality_scales, locality_bias
-from upt_keras.layers.embeddings import FourierFeatures
+from upt_keras.layers.dense import Dense
+from upt_keras.layers.fourier_features import FourierFeatures
+from upt_keras.layers.locality import add_locality_scales, locality_bias
+from upt_keras.layers.transformer_block import TransformerBlock
 
 PACKAGE = "upt_keras"
 
@@ -52,17 +54,17 @@ class AnyPointDecoder(keras.layers.Layer):
         policy = self.dtype_policy
         self.features = FourierFeatures(self.coord_dim, self.frequencies, name="features", dtype=policy)
         self.query_mlp = [
-            keras.layers.Dense(self.width, activation="gelu", name="query_0", dtype=policy),
-            keras.layers.Dense(self.width, name="query_1", dtype=policy),
+            Dense(self.width, activation="gelu", name="query_0", dtype=policy),
+            Dense(self.width, name="query_1", dtype=policy),
         ]
-        self.latent_proj = keras.layers.Dense(self.width, name="latent_proj", dtype=policy)
+        self.latent_proj = Dense(self.width, name="latent_proj", dtype=policy)
         self.blocks = [
             TransformerBlock(self.width, self.num_heads, self.mlp_dim, cross_attention=True,
                              name=f"block_{i}", dtype=policy)
             for i in range(self.depth)
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
-        self.heads = [keras.layers.Dense(1, name=f"head_{i}", dtype=policy) for i in range(self.num_fields)]
+        self.heads = [Dense(1, name=f"head_{i}", dtype=policy) for i in range(self.num_fields)]
 
     def build(self, latent_shape, coords_shape=None):
         query_shape = (None, None, self.width)
@@ -83,7 +85,7 @@ class AnyPointDecoder(keras.layers.Layer):
 
     def locality_bias(self, coords, positions):
         """(B, heads, Q, T) logits bias `-s_h |x_q - p_t|^2 / spacing^2` from coords (B, Q, d) and positions (T, d)
-        (blocks.locality_bias)."""
+        (layers.locality.locality_bias)."""
         return locality_bias(coords, positions, self.locality_log_scale, self._spacing2)
 
     def call(self, latent, coords, positions=None):

@@ -3,8 +3,10 @@
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import AdaLNBlock, add_locality_scales, locality_bias
-from upt_keras.layers.embeddings import timestep_embedding
+from upt_keras.layers.adaln_block import AdaLNBlock
+from upt_keras.layers.dense import Dense
+from upt_keras.layers.fourier_features import timestep_embedding
+from upt_keras.layers.locality import add_locality_scales, locality_bias
 
 PACKAGE = "upt_keras"
 
@@ -50,10 +52,10 @@ class Approximator(keras.layers.Layer):
         self.latent_dim, self.width, self.depth = int(latent_dim), int(width), int(depth)
         self.num_heads, self.mlp_ratio, self.qk_norm = int(num_heads), mlp_ratio, bool(qk_norm)
         policy = self.dtype_policy
-        self.in_proj = keras.layers.Dense(self.width, name="in_proj", dtype=policy)
+        self.in_proj = Dense(self.width, name="in_proj", dtype=policy)
         self.cond_mlp = [
-            keras.layers.Dense(self.width, activation="silu", name="cond_0", dtype=policy),
-            keras.layers.Dense(self.width, name="cond_1", dtype=policy),
+            Dense(self.width, activation="silu", name="cond_0", dtype=policy),
+            Dense(self.width, name="cond_1", dtype=policy),
         ]
         self.blocks = [
             AdaLNBlock(self.width, self.num_heads, int(self.width * mlp_ratio), qk_norm=self.qk_norm,
@@ -62,7 +64,7 @@ class Approximator(keras.layers.Layer):
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
         zero = dict(kernel_initializer="zeros", bias_initializer="zeros") if self.zero_init else {}
-        self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy, **zero)
+        self.out_proj = Dense(self.latent_dim, name="out_proj", dtype=policy, **zero)
 
     def build(self, z_shape, dt_shape=None):
         self.in_proj.build(z_shape)

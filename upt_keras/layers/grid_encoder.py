@@ -5,9 +5,10 @@ import numpy as np
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import TransformerBlock
-from upt_keras.layers.embeddings import FourierFeatures
+from upt_keras.layers.dense import Dense
 from upt_keras.layers.encoder import Encoder
+from upt_keras.layers.fourier_features import FourierFeatures
+from upt_keras.layers.transformer_block import TransformerBlock
 
 PACKAGE = "upt_keras"
 
@@ -143,7 +144,7 @@ class GridEncoder(Encoder):
         self.stem = conv(self.dim // 2, 3, padding="same", activation="gelu", name="stem", dtype=policy)
         self.patchify = conv(self.dim, self.patch_size, strides=self.patch_size, name="patchify", dtype=policy)
         self.pos_features = FourierFeatures(ndim, self.frequencies, name="pos_features", dtype=policy)
-        self.pos_proj = keras.layers.Dense(self.dim, name="pos_proj", dtype=policy)
+        self.pos_proj = Dense(self.dim, name="pos_proj", dtype=policy)
         mlp_dim = int(self.dim * mlp_ratio)
         self.blocks = [
             TransformerBlock(self.dim, self.num_heads, mlp_dim, name=f"block_{i}", dtype=policy)
@@ -154,7 +155,7 @@ class GridEncoder(Encoder):
                 self.dim, self.num_heads, mlp_dim, cross_attention=True, name="perceiver", dtype=policy
             )
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
-        self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy)
+        self.out_proj = Dense(self.latent_dim, name="out_proj", dtype=policy)
 
     def build(self, fields_shape, positions_shape=None):
         self.check_input_shape(fields_shape)

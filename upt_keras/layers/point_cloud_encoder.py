@@ -5,9 +5,10 @@ import numpy as np
 import keras
 from keras import ops
 
-from upt_keras.layers.blocks import TransformerBlock
-from upt_keras.layers.embeddings import FourierFeatures
+from upt_keras.layers.dense import Dense
 from upt_keras.layers.encoder import Encoder
+from upt_keras.layers.fourier_features import FourierFeatures
+from upt_keras.layers.transformer_block import TransformerBlock
 
 PACKAGE = "upt_keras"
 
@@ -91,10 +92,10 @@ class PointCloudEncoder(Encoder):
             self.token_positions = self._anchors.reshape(self.num_latent_tokens, group, self.coord_dim).mean(axis=1)
         policy = self.dtype_policy
         self.pos_features = FourierFeatures(self.coord_dim, self.frequencies, name="pos_features", dtype=policy)
-        self.point_embed = keras.layers.Dense(self.dim, activation="gelu", name="point_embed", dtype=policy)
-        self.message = [keras.layers.Dense(self.dim, activation="gelu", name="message_0", dtype=policy),
-                        keras.layers.Dense(self.dim, name="message_1", dtype=policy)]
-        self.supernode_pos = keras.layers.Dense(self.dim, name="supernode_pos", dtype=policy)
+        self.point_embed = Dense(self.dim, activation="gelu", name="point_embed", dtype=policy)
+        self.message = [Dense(self.dim, activation="gelu", name="message_0", dtype=policy),
+                        Dense(self.dim, name="message_1", dtype=policy)]
+        self.supernode_pos = Dense(self.dim, name="supernode_pos", dtype=policy)
         mlp_dim = int(self.dim * mlp_ratio)
         self.blocks = [TransformerBlock(self.dim, self.num_heads, mlp_dim, name=f"block_{i}", dtype=policy)
                        for i in range(self.depth)]
@@ -102,7 +103,7 @@ class PointCloudEncoder(Encoder):
             self.pool = TransformerBlock(self.dim, self.num_heads, mlp_dim, cross_attention=True, name="perceiver",
                                          dtype=policy)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
-        self.out_proj = keras.layers.Dense(self.latent_dim, name="out_proj", dtype=policy)
+        self.out_proj = Dense(self.latent_dim, name="out_proj", dtype=policy)
 
     def build(self, fields_shape, positions_shape=None):
         self.point_embed.build((None, None, self.num_channels + self.pos_features.output_dim))

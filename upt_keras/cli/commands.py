@@ -18,7 +18,7 @@ import os
 import sys
 
 from upt_keras.config import ConfigError
-from upt_keras.search_space import OBJECTIVES, TUNERS
+from upt_keras.tuning.search_space import OBJECTIVES, TUNERS
 
 PROG = "upt-keras"
 
@@ -211,7 +211,7 @@ def _model_config(args):
 def _load_model(path):
     import keras
 
-    import upt_keras.model  # noqa: F401  (registers the classes)
+    import upt_keras.models.upt  # noqa: F401  (registers the classes)
 
     try:
         return keras.saving.load_model(path, compile=False)
@@ -332,7 +332,7 @@ _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rol
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments)."""
-    from upt_keras.data.hdf5 import DataError
+    from upt_keras.data import DataError
 
     try:
         args = build_parser().parse_args(argv)
@@ -346,7 +346,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The Universal Physics Transformer: encode -> step -> decode -> rollout.
 
 The training objective (forward, inverse and rollout terms, query sampling) is
-in `upt_keras.objective`; model sizes and presets in `upt_keras.presets`.
+in `upt_keras.objectives.upt_objective`; model sizes and presets in `upt_keras.models.presets`.
 """
 
 import numpy as np
@@ -9,10 +9,10 @@ import numpy as np
 import keras
 from keras import ops
 
-from upt_keras import objective
+from upt_keras.objectives import upt_objective as objective
 from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates, interpolate_on_grid
-from upt_keras.presets import SIZE_DEFAULTS, build_parts, preset
+from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, preset
 
 PACKAGE = "upt_keras"
 
@@ -26,7 +26,7 @@ class UPT(keras.Model):
     `field_mean` / `field_std` internally. Coordinates are normalised to
     [0, 1) per axis (grid point i of n sits at i / n). Targets and full decodes
     live on the output grid `grid_shape` (the encoder's grid for a grid encoder).
-    `fit` on pairs `(u_t, u_{t+1})` minimises `upt_keras.objective`; see there.
+    `fit` on pairs `(u_t, u_{t+1})` minimises `upt_keras.objectives.upt_objective`; see there.
 
     Args:
         encoder: a `upt_keras.layers.Encoder` (`GridEncoder`, `PointCloudEncoder`).
@@ -181,10 +181,17 @@ class UPT(keras.Model):
             out = ops.reshape(out, (ops.shape(out)[0],) + self.grid_shape + (self.num_fields,))
         return out
 
-    def start_correction(self, fields, z, coords=None):
-        """`u_t - decode(z_t)` at `coords` (default: the grid): what a residual model adds to each decoded latent."""
-        fields = ops.reshape(ops.cast(fields, "float32"), (ops.shape(fields)[0],) + self.grid_shape + (self.num_fields,))
-        start = fields if coords is None else interpolate_on_grid(fields, coords)
+    def start_correction(self, fields, z, coords=None, idx=None):
+        """`u_t - decode(z_t)` at `coords` (default: the grid): what a residual model adds to each decoded latent.
+
+        `idx`: when `coords` are grid points, their flat grid indices (Q,); `u_t` is then read there, not
+        interpolated."""
+        batch = ops.shape(fields)[0]
+        fields = ops.reshape(ops.cast(fields, "float32"), (batch,) + self.grid_shape + (self.num_fields,))
+        if idx is not None:
+            start = ops.take(ops.reshape(fields, (batch, self.num_points, self.num_fields)), idx, axis=1)
+        else:
+            start = fields if coords is None else interpolate_on_grid(fields, coords)
         return start - self._decode(z, coords)
 
     def call(self, inputs, coords=None, training=False):

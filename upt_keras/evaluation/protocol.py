@@ -24,13 +24,13 @@ import time
 
 import numpy as np
 
-from upt_keras import metrics as M
+from upt_keras.evaluation import metrics as M
 from upt_keras.backend import inference_mode
-from upt_keras.run_files import write_json
+from upt_keras.training.run_files import write_json
 
 __all__ = [
-    "inference_mode",
     "collect_pairs",
+    "predict",
     "one_step_metrics",
     "rollout_arrays",
     "curve_summary",
@@ -55,7 +55,7 @@ def collect_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _predict(model, x, batch_size, verbose=0) -> np.ndarray:
+def predict(model, x, batch_size, verbose=0) -> np.ndarray:
     """model.predict on equal-sized batches (the last one padded), so compiled backends trace one shape only."""
     n = x.shape[0]
     batch_size = max(1, min(int(batch_size), n))
@@ -74,7 +74,7 @@ def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0) -
     """
     x, y = collect_pairs(dataset)
     batch_size = batch_size or getattr(dataset, "batch_size", 32)
-    pred = _predict(model, x, batch_size, verbose)
+    pred = predict(model, x, batch_size, verbose)
     if pred.shape != y.shape:
         raise ValueError(f"model predictions have shape {pred.shape}, the targets {y.shape}")
     return {"model": M.all_metrics(pred, y), "identity": M.all_metrics(x, y), "num_pairs": int(x.shape[0])}
@@ -185,7 +185,7 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
     - 1D: `rollout_spacetime_<mode>.png`: truth / prediction / |error| of the first test rollout
       (frames 0..K, channel 0); 2D: `rollout_frames_<mode>.png`.
     """
-    from upt_keras import plots
+    from upt_keras.evaluation import plots
 
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)

@@ -38,8 +38,8 @@ from keras import ops
 
 from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
-from upt_keras.losses import field_mse, field_relative_l2, latent_mse
-from upt_keras.sampling import QuerySampler
+from upt_keras.objectives.losses import field_mse, field_relative_l2, latent_mse
+from upt_keras.objectives.sampling import QuerySampler
 
 TRAINING_DEFAULTS = dict(
     use_inverse_losses=False,
@@ -249,8 +249,10 @@ def start_correction(model, z, fields, idx, coords_q):
     """A residual model's `u_t - decode(z_t)` at the sampled grid points `idx` (None: all), or 0.0."""
     if not model.residual:
         return 0.0
-    u_t = ops.reshape(ops.cast(fields, "float32"), (ops.shape(fields)[0], model.num_points, model.num_fields))
-    return (u_t if idx is None else ops.take(u_t, idx, axis=1)) - model._decode(z, coords_q)
+    if idx is None:  # every grid point a query, in grid order: the model's correction on the grid, flattened
+        correction = model.start_correction(fields, z)
+        return ops.reshape(correction, (ops.shape(fields)[0], model.num_points, model.num_fields))
+    return model.start_correction(fields, z, coords_q, idx=idx)
 
 
 def _inverse_encoding(model, z, fields, positions, idx, coords_q, std):

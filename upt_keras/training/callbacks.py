@@ -161,11 +161,12 @@ class ValidationNRMSE(keras.callbacks.Callback):
         self.dataset, self.batch_size = dataset, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        from upt_keras import evaluation  # imported when used: `import upt_keras` loads this module
-        from upt_keras.metrics import nrmse
+        # imported when used: `import upt_keras` loads this module
+        from upt_keras.evaluation.metrics import nrmse
+        from upt_keras.evaluation.protocol import collect_pairs, predict
 
-        x, y = evaluation.collect_pairs(self.dataset)
+        x, y = collect_pairs(self.dataset)
         batch = self.batch_size or getattr(self.dataset, "batch_size", 32)
-        pred = evaluation._predict(self.model, x, batch)
+        pred = predict(self.model, x, batch)
         if logs is not None:
             logs["val_nrmse"] = float(nrmse(pred, y)) if np.all(np.isfinite(pred)) else float("nan")

@@ -1,0 +1,113 @@
+"""Where the torch backend's B64 step spends its time, beside its plain-torch twin: a torch-profiler table.
+
+One fresh process per side (the Keras torch backend, `bench_b64.py`'s model, and the plain-torch twin of
+`torch_reference.py`), run one after the other, never together. Each side takes `--warmup` steps, then
+profiles `--steps` steps (CPU activities) and reports, per operator, the self CPU time per step; the parent
+writes a markdown table of both sides, largest difference first, plus the total per step and the number of
+operator calls per step (launch overhead grows with it).
+
+    python benchmarks/profile_b64_torch.py --rows fwd4096 inv4096 --out benchmarks/results_b64_profile.md
+
+The profiler adds overhead to every operator call, so the totals are above the step times of `bench_b64.py`;
+the table is for finding where the time goes, not for the ratio itself (`bench_b64.py --lockstep` measures that).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SIDES = ("torch", "reference")
+
+
+def child(side, row, warmup, steps):
+    sys.path.insert(0, HERE)
+    import bench_b64 as bench
+    from torch.profiler import ProfilerActivity, profile
+
+    args = bench.parse_args(["--backends", side, "--rows", row, "--steps", str(steps), "--warmup", str(warmup)])
+    setup = bench._setup_reference if side == "reference" else bench._setup_keras
+    step, _ = setup(args, row)
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    ops = {}
+    for event in prof.key_averages():
+        ops[event.key] = (event.self_cpu_time_total / 1e3 / steps, event.count / steps)  # ms, calls per step
+    print("PROFILE " + json.dumps(ops), flush=True)
+
+
+def run_side(side, row, warmup, steps):
+    env = dict(os.environ, KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", side, "--rows", row, "--warmup", str(warmup),
+           "--steps", str(steps)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("PROFILE "):
+            return json.loads(line[len("PROFILE "):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise RuntimeError(f"{side} {row}: exit {proc.returncode}: {tail}")
+
+
+def table(row, keras_ops, plain_ops, top):
+    names = set(keras_ops) | set(plain_ops)
+    rows = []
+    for name in names:
+        k_ms, k_n = keras_ops.get(name, (0.0, 0.0))
+        p_ms, p_n = plain_ops.get(name, (0.0, 0.0))
+        rows.append((k_ms - p_ms, name, k_ms, p_ms, k_n, p_n))
+    rows.sort(key=lambda r: -abs(r[0]))
+    k_total = sum(v[0] for v in keras_ops.values())
+    p_total = sum(v[0] for v in plain_ops.values())
+    k_calls = sum(v[1] for v in keras_ops.values())
+    p_calls = sum(v[1] for v in plain_ops.values())
+    lines = [f"### {row}", "",
+             f"Self CPU time per step, all operators: torch backend {k_total:.0f} ms ({k_calls:.0f} operator calls), "
+             f"plain torch {p_total:.0f} ms ({p_calls:.0f} calls); ratio {k_total / p_total:.2f}.", "",
+             "| operator | torch backend ms | plain torch ms | difference ms | calls (backend / plain) |",
+             "|---|---|---|---|---|"]
+    for diff, name, k_ms, p_ms, k_n, p_n in rows[:top]:
+        lines.append(f"| `{name}` | {k_ms:.1f} | {p_ms:.1f} | {diff:+.1f} | {k_n:.0f} / {p_n:.0f} |")
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", nargs="+", default=["fwd4096", "inv4096"])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--top", type=int, default=20, help="operators listed per row")
+    parser.add_argument("--out", default=None, help="markdown report (default: print only)")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.rows[0], args.warmup, args.steps)
+        return 0
+    import torch
+
+    lines = ["# B64 on the torch backend against plain torch: where a training step's time goes", "",
+             f"Generated {datetime.date.today()} by `python benchmarks/profile_b64_torch.py --rows "
+             f"{' '.join(args.rows)} --warmup {args.warmup} --steps {args.steps}`.",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared); torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads. torch profiler, CPU activities, self time per operator averaged "
+             f"over {args.steps} steps after {args.warmup} warm-up steps; each side in its own process, one after "
+             "the other. Operators sorted by the absolute difference.", ""]
+    for row in args.rows:
+        profiles = {side: run_side(side, row, args.warmup, args.steps) for side in SIDES}
+        lines += table(row, profiles["torch"], profiles["reference"], args.top) + [""]
+    text = "\n".join(lines)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

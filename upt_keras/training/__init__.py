@@ -1,0 +1,71 @@
+"""The training pipeline: config -> data -> compiled UPT -> callbacks -> fit -> physical-space evaluation.
+
+Each step is a public function, so that scripts, the `upt-keras` command line and hyper-parameter searches can reuse
+the parts they need:
+
+```python
+from upt_keras.config import load_config
+from upt_keras import training
+
+cfg = load_config("configs/train_burgers1d.yaml", overrides=["training.epochs=5"])
+model, history, metrics = training.train(cfg, run_dir="runs/quick")   # everything below, in one call
+
+data = training.prepare_data(cfg)                      # splits, normalisation (train split only), datasets
+model = training.build_model(cfg, data)                # compiled UPT (AdamW, lr schedule, precision policy)
+callbacks = training.make_callbacks(cfg, "runs/quick", has_validation=data.val is not None)
+model.fit(data.train, validation_data=data.val, epochs=cfg.training.epochs, callbacks=callbacks)
+```
+
+A run directory holds:
+
+| file                 | written by                 | content                                                     |
+|----------------------|----------------------------|-------------------------------------------------------------|
+| `config.yaml`        | `train`                    | the resolved configuration (every key, defaults included)   |
+| `normalization.json` | `train`                    | per-channel mean/std of the training split, dt, grid shape  |
+| `model.keras`        | `ModelCheckpoint`          | the best model so far on `val_forward_loss`                 |
+| `backup/`            | `BackupAndRestore`         | the state at the last finished epoch (removed when done)    |
+| `history.csv`        | `CSVLogger`                | one row per epoch (appended to when a run resumes)          |
+| `logs/`              | `TensorBoard` (optional)   | TensorBoard event files                                     |
+| `metrics.json`, PNGs | `upt_keras.evaluation`     | test metrics in physical units and figures                  |
+
+Resuming: when `run_dir/backup` exists, `train` continues the interrupted run from the start of the first unfinished
+epoch (weights, optimizer state, epoch counter; at most the epoch in progress is lost). The configuration must be the
+one the interrupted run used; otherwise a `ConfigError` says so.
+
+Early stopping and the best checkpoint watch `val_forward_loss` (the unweighted one-step loss), never the total loss,
+whose inverse-loss terms ramp up during training.
+"""
+
+from upt_keras.training.callbacks import (InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE,
+                                          curriculum_weight)
+from upt_keras.training.data import PreparedData, prepare_data
+from upt_keras.training.pipeline import (BACKUP_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, NORMALIZATION_FILE,
+                                         backup_epoch, make_callbacks, train)
+from upt_keras.training.setup import (GLOBAL_CLIPNORM, build_model, calibrate_step_seconds, make_lr_schedule,
+                                      make_optimizer, model_kwargs, precision_policy, seed_everything)
+
+__all__ = [
+    "BACKUP_DIR",
+    "CONFIG_FILE",
+    "GLOBAL_CLIPNORM",
+    "HISTORY_FILE",
+    "MODEL_FILE",
+    "NORMALIZATION_FILE",
+    "PreparedData",
+    "prepare_data",
+    "precision_policy",
+    "make_lr_schedule",
+    "make_optimizer",
+    "model_kwargs",
+    "seed_everything",
+    "calibrate_step_seconds",
+    "build_model",
+    "make_callbacks",
+    "backup_epoch",
+    "train",
+    "InverseLossCurriculum",
+    "TimeBudget",
+    "StepTimer",
+    "ValidationNRMSE",
+    "curriculum_weight",
+]

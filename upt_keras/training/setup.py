@@ -1,0 +1,175 @@
+"""The model half of a run: precision policy, learning-rate schedule, optimizer, seeding, the compiled `UPT` a config
+describes, and the timing of one of its steps (`build_model`, `calibrate_step_seconds`)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+import keras
+
+from upt_keras.config import Config, ConfigError
+from upt_keras.training.data import PreparedData
+
+__all__ = [
+    "GLOBAL_CLIPNORM",
+    "precision_policy",
+    "make_lr_schedule",
+    "make_optimizer",
+    "model_kwargs",
+    "check_supported",
+    "seed_everything",
+    "calibrate_step_seconds",
+    "build_model",
+]
+
+
+
+@contextlib.contextmanager
+def precision_policy(name: str | None):
+    """Sets Keras's global dtype policy to `name` (None: "float32") inside the block, then restores the previous one.
+
+    Layers take their policy when they are created, so a model built inside the block keeps it afterwards.
+
+    Example:
+    >>> with precision_policy("mixed_float16"):
+    ...     model = build_model(cfg, data)   # doctest: +SKIP
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def make_lr_schedule(cfg: Config, total_steps: int):
+    """The learning rate of `cfg` over `total_steps` optimizer steps: a Keras schedule, or a float when constant.
+
+    `cosine`: linear warmup from 0 over `training.warmup_steps` (if any), then cosine decay to 0 at `total_steps`.
+    `constant`: the same warmup, then `training.learning_rate`.
+    """
+    t = cfg.training
+    lr, warmup = t.learning_rate, t.warmup_steps
+    total_steps = max(int(total_steps), 1)
+    schedules = keras.optimizers.schedules
+    if t.lr_schedule == "cosine":
+        if warmup:
+            return schedules.CosineDecay(0.0, max(total_steps - warmup, 1), alpha=0.0, warmup_target=lr,
+                                         warmup_steps=warmup)
+        return schedules.CosineDecay(lr, total_steps, alpha=0.0)
+    if warmup:
+        # alpha=1: after the warmup the "decay" keeps the target rate.
+        return schedules.CosineDecay(0.0, 1, alpha=1.0, warmup_target=lr, warmup_steps=warmup)
+    return lr
+
+
+#: Gradients are clipped to this global norm: it keeps the attention layers stable at learning rates of 1e-3 and
+#: above (without it, the 1D Burgers default diverged at 2e-3 and needed a warmup even at 1e-3).
+GLOBAL_CLIPNORM = 1.0
+
+
+def make_optimizer(cfg: Config, total_steps: int):
+    """AdamW with `training.weight_decay`, the learning rate of `make_lr_schedule(cfg, total_steps)`, and gradients
+    clipped to a global norm of `GLOBAL_CLIPNORM`."""
+    return keras.optimizers.AdamW(learning_rate=make_lr_schedule(cfg, total_steps),
+                                  weight_decay=cfg.training.weight_decay, global_clipnorm=GLOBAL_CLIPNORM)
+
+
+def model_kwargs(cfg: Config) -> dict:
+    """The `UPT.from_sizes` keyword arguments of `cfg.model`: every size `SIZE_DEFAULTS` lists, the decoding chunk
+    and `residual`."""
+    from upt_keras.models.presets import SIZE_DEFAULTS
+
+    sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS if hasattr(cfg.model, k)}
+    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size, residual=cfg.model.residual)
+
+
+def check_supported(cfg: Config) -> None:
+    """Raises `ConfigError` for settings this version cannot honour on the current backend."""
+    t = cfg.training
+    if t.distribution == "data_parallel" and keras.backend.backend() == "torch":
+        raise ConfigError(
+            "training.distribution=data_parallel runs in-process on the JAX and TensorFlow backends; on torch "
+            "launch examples/train_ddp_torch.py with torchrun (see docs/distributed.md), or set "
+            "training.distribution=null"
+        )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and the backend, as `keras.utils.set_random_seed` does.
+
+    `keras.utils.set_random_seed` also imports TensorFlow whenever it is installed (to seed `tf.data`), which costs
+    seconds and hundreds of MB in a torch or JAX process; it is only called when TensorFlow is the backend or is
+    already loaded. Weight initialisers draw their seeds from Python's `random`, so the result is the same.
+    """
+    import random
+    import sys
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(int(seed))
+        return
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(int(seed))
+
+
+def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warmup: int = 2) -> float:
+    """Median seconds of one training step of the model `cfg` builds, timed on a throw-away copy.
+
+    `warmup` steps (tracing, first allocations) are run first and not counted. The global seeds are set again when
+    the real model is built, so calibrating does not change it.
+    """
+    model = build_model(cfg, data)
+    times = []
+    for i in range(warmup + steps):
+        x, y = data.train[i % len(data.train)]
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    del model
+    return float(np.median(times))
+
+
+def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None,
+                schedule_steps: int | None = None):
+    """A compiled `UPT` for `data` (grid, channels, dt, normalisation) with the sizes and losses of `cfg`.
+
+    The mixed-precision policy of `training.amp` is active while the model is built and compiled, and the previous
+    global policy is restored afterwards (see `precision_policy`). The learning-rate schedule spans
+    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`), or `schedule_steps` when given
+    (`train` fits it into `training.time_budget_seconds`).
+
+    Raises:
+        ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
+    """
+    from upt_keras.models.upt import UPT
+
+    check_supported(cfg)
+    t = cfg.training
+    if steps_per_epoch is None:
+        steps_per_epoch = len(data.train) if data.train is not None else 1
+    qs = t.query_sampling
+    with precision_policy(t.amp_policy):
+        seed_everything(cfg.seed)
+        model = UPT.from_sizes(
+            data.grid_shape, data.num_channels, **model_kwargs(cfg),
+            dt=data.dt, field_mean=data.field_mean, field_std=data.field_std,
+            use_inverse_losses=t.use_inverse_losses, lambda_inv_enc=t.lambda_inv_enc,
+            lambda_inv_dec=t.lambda_inv_dec, inverse_loss_frequency=t.inverse_loss_frequency,
+            num_queries=qs.num_queries if qs.enabled else None, query_strategy=qs.strategy, seed=cfg.seed,
+            rollout_loss_steps=t.rollout_loss_steps, lambda_latent_consistency=t.lambda_latent_consistency,
+            latent_consistency_steps=t.latent_consistency_steps, latent_noise=t.latent_noise,
+            inverse_decoding_points=t.inverse_decoding_points, latent_consistency_norm=t.latent_consistency_norm,
+            latent_consistency_frequency=t.latent_consistency_frequency,
+            forward_loss=t.forward_loss,
+        )
+        total = schedule_steps if schedule_steps is not None else t.epochs * steps_per_epoch
+        model.compile(optimizer=make_optimizer(cfg, total), jit_compile=t.jit_compile)
+    return model
