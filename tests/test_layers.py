@@ -133,6 +133,23 @@ def test_torch_attention_takes_transposed_views_without_copies():
     assert "aten::contiguous" not in names, sorted(n for n in names if "contig" in n or "clone" in n)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX CPU path of the attention")
+def test_jax_on_cpu_uses_the_explicit_attention_in_float32(monkeypatch):
+    import jax
+
+    from upt_keras.layers import attention
+
+    if any(d.platform != "cpu" for d in jax.devices()):
+        pytest.skip("an accelerator is present: the fused attention runs there")
+    calls = []
+    explicit = attention.explicit_attention
+    monkeypatch.setattr(attention, "explicit_attention", lambda *a: calls.append(1) or explicit(*a))
+    q, k, v = (np.random.default_rng(i).normal(size=(2, 6, 2, 4)).astype("float32") for i in range(3))
+    out = attention.scaled_dot_product_attention(q, k, v)
+    assert calls, "float32 attention on JAX's CPU backend should take the explicit form"
+    np.testing.assert_allclose(to_numpy(out), to_numpy(keras.ops.dot_product_attention(q, k, v)), rtol=1e-5, atol=1e-6)
+
+
 def test_grid_coordinates_convention():
     c = grid_coordinates((4, 2))
     assert c.shape == (8, 2)
