@@ -53,7 +53,7 @@ def train_variant(config, overrides, budget, epochs, run_dir):
 
 
 def time_rollouts(model, x0, steps, repeats):
-    from upt_keras.evaluation import inference_mode
+    from upt_keras.backend import inference_mode
 
     def timed(**kwargs):
         runs = []
