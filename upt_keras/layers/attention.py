@@ -17,17 +17,9 @@ PACKAGE = "upt_keras"
 _JAX_HAS_ACCELERATOR = None
 
 
-def _fused_attention_supported():
-    """Whether `ops.dot_product_attention` is the attention to run here (else the explicit form below).
-
-    Everywhere but on JAX without an accelerator. There, XLA's CPU backend cannot differentiate float16/bfloat16
-    attention (no mixed-precision dot_general on CPU), and in float32 the explicit form is faster than
-    `jax.nn.dot_product_attention`'s XLA composite: 0.35 s against 0.49 s forward and backward at the B64
-    decoder's shapes (`benchmarks/results_kernels.md`).
-    """
+def _jax_has_accelerator():
+    """Whether JAX sees a device other than the CPU (looked up once)."""
     global _JAX_HAS_ACCELERATOR
-    if keras.backend.backend() != "jax":
-        return True
     if _JAX_HAS_ACCELERATOR is None:
         _JAX_HAS_ACCELERATOR = any(not d.startswith("cpu") for d in keras.distribution.list_devices())
     return _JAX_HAS_ACCELERATOR
@@ -37,14 +29,21 @@ def scaled_dot_product_attention(q, k, v, bias=None):
     """softmax(q k^T / sqrt(d) + bias) v for (B, T, heads, d) tensors, softmax in float32.
 
     `bias`: None or additive logits broadcastable to (B, heads, T, S).
+
+    torch: its fused kernel on transposed views (`_torch_attention`). JAX without an accelerator: the explicit form,
+    since XLA's CPU backend cannot differentiate float16/bfloat16 attention (no mixed-precision dot_general on CPU)
+    and in float32 the explicit form is faster than `jax.nn.dot_product_attention`'s XLA composite (0.35 s against
+    0.49 s forward and backward at the B64 decoder's shapes, `benchmarks/results_kernels.md`). Elsewhere
+    `ops.dot_product_attention`.
     """
-    if keras.backend.backend() == "torch":
+    backend = keras.backend.backend()
+    if backend == "torch":
         return _torch_attention(q, k, v, bias)
-    if _fused_attention_supported():
-        if bias is not None:
-            bias = ops.cast(bias, q.dtype)
-        return ops.dot_product_attention(q, k, v, bias=bias)
-    return explicit_attention(q, k, v, bias)
+    if backend == "jax" and not _jax_has_accelerator():
+        return explicit_attention(q, k, v, bias)
+    if bias is not None:
+        bias = ops.cast(bias, q.dtype)
+    return ops.dot_product_attention(q, k, v, bias=bias)
 
 
 def _torch_attention(q, k, v, bias=None):
