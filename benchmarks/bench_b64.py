@@ -160,14 +160,14 @@ def _setup_keras(args, row):
     import keras
 
     sys.path.insert(0, os.path.dirname(HERE))
-    from upt_keras import UPT
+    from upt_keras import UPT, UPTObjective
 
     if args.mixed:
         keras.mixed_precision.set_global_policy("mixed_float16")
     _check_gpu_visible(backend, args.device)
     u_t, u_next = _data()
     keras.utils.set_random_seed(SEED)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **model_kwargs(row))
+    model = UPT.from_sizes(B64_GRID, **B64_SIZES, objective=UPTObjective(**model_kwargs(row)))
     # One real encode, so that every weight exists before counting and compiling
     # whatever the layers create at build time.
     model.encode(u_t[:1])
@@ -177,7 +177,7 @@ def _setup_keras(args, row):
     spec = ROWS[row]
 
     def step():
-        counter = int(keras.ops.convert_to_numpy(model.train_step_counter))
+        counter = int(keras.ops.convert_to_numpy(model.objective.train_step_counter))
         on = spec["use_inverse_losses"] and counter % spec["inverse_loss_frequency"] == 0
         model.train_on_batch(u_t, u_next)  # returns numpy logs: the step has finished
         return on

@@ -80,7 +80,7 @@ def child(args):
 
     from upt_keras import UPT
 
-    model = UPT.from_preset("tiny", grid_shape=GRID, decode_chunk_size=args.chunk, seed=0)
+    model = UPT.from_preset("tiny", grid_shape=GRID, decode_chunk_size=args.chunk)
     rng = np.random.default_rng(0)
     fields = rng.standard_normal((BATCH,) + GRID + (1,)).astype("float32")
     z = model.encode(fields)

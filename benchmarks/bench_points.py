@@ -79,7 +79,7 @@ def worker(args):
     torch.set_num_threads(1)
     import keras
 
-    from upt_keras import UPT
+    from upt_keras import UPT, UPTObjective
     from upt_keras.evaluation.metrics import nrmse
 
     keras.utils.set_random_seed(0)
@@ -87,10 +87,11 @@ def worker(args):
     x_tr, y_tr = pairs(data["train"])
     x_te, y_te = pairs(data["test"])
     mean, std = [float(x_tr.mean())], [float(x_tr.std())]
-    common = dict(dt=DT, field_mean=mean, field_std=std, seed=0, lambda_latent_consistency=1.0, num_queries=1024)
+    settings = dict(seed=0, lambda_latent_consistency=1.0, num_queries=1024)
     if args.worker.startswith("points_inv_"):
-        common.update(use_inverse_losses=True, lambda_inv_enc=0.1, lambda_inv_dec=0.1,
-                      inverse_decoding_points=args.worker[len("points_inv_"):])
+        settings.update(use_inverse_losses=True, lambda_inv_enc=0.1, lambda_inv_dec=0.1,
+                        inverse_decoding_points=args.worker[len("points_inv_"):])
+    common = dict(dt=DT, field_mean=mean, field_std=std, objective=UPTObjective(**settings))
     if args.worker.startswith("points"):
         model = UPT.from_preset("points64", **common)
         fields, positions = scatter(x_tr, args.points, seed=1)

@@ -157,7 +157,7 @@ def main():
             "latent": roll["latent"],
             "physical": roll["physical"],
             "identity": roll["identity"],
-            "inverse": model.inverse_losses(x0[:64]),
+            "inverse": model.objective.inverse_losses(model, x0[:64]),
             "timing": time_rollouts(model, x0, args.steps, args.repeats),
             "num_rollouts": int(x0.shape[0]),
         }

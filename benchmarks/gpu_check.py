@@ -66,7 +66,7 @@ def child(args):
     import keras
 
     sys.path.insert(0, os.path.dirname(HERE))
-    from upt_keras import UPT
+    from upt_keras import UPT, UPTObjective
 
     policy = "float32" if args.float32 else "mixed_float16"
     keras.mixed_precision.set_global_policy(policy)
@@ -75,7 +75,7 @@ def child(args):
     u_t = rng.standard_normal((num,) + B64_GRID + (B64_SIZES["num_fields"],)).astype("float32")
     u_next = np.roll(u_t, 1, axis=1)
     keras.utils.set_random_seed(SEED)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES, **model_kwargs(args.row))
+    model = UPT.from_sizes(B64_GRID, **B64_SIZES, objective=UPTObjective(**model_kwargs(args.row)))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE))
 
     class StepTimer(keras.callbacks.Callback):

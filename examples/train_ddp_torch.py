@@ -99,8 +99,8 @@ def check_in_sync(model, device):
     import torch
     import torch.distributed as dist
 
-    state = torch.cat([model.train_step_counter.value.reshape(1).long(),
-                       model.query_sampler.seed_generator.state.value.reshape(-1).long()]).to(device)
+    state = torch.cat([model.objective.train_step_counter.value.reshape(1).long(),
+                       model.objective.query_sampler.seed_generator.state.value.reshape(-1).long()]).to(device)
     low, high = state.clone(), state.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
@@ -196,7 +196,7 @@ def train(args, rank, world, device):
             loss_sum += loss.detach().double()
         # this process's epoch means of the total and the forward loss, then their average over the processes
         means = torch.stack([loss_sum / steps_per_epoch,
-                             torch.as_tensor(model.forward_loss_tracker.result(), device=device).double()])
+                             torch.as_tensor(model.objective.trackers["forward"].result(), device=device).double()])
         dist.all_reduce(means)
         means /= world
         check_in_sync(model, device)

@@ -23,10 +23,15 @@ TINY = {k: v for k, v in preset("tiny").items()
 
 
 def tiny_upt(grid_shape=(32,), num_fields=1, **kwargs):
-    """A UPT small enough for unit tests on every backend."""
-    from upt_keras import UPT
+    """A UPT small enough for unit tests on every backend; the objective's arguments build its `UPTObjective`."""
+    from upt_keras import UPT, UPTObjective
+    from upt_keras.objectives.settings import OBJECTIVE_KEYS
 
     keras.utils.set_random_seed(kwargs.pop("init_seed", 0))
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k in OBJECTIVE_KEYS + ("num_queries", "query_strategy",
+                                                                                 "seed")}
+    if settings:
+        kwargs["objective"] = UPTObjective(**settings)
     return UPT.from_preset("tiny", grid_shape=grid_shape, num_fields=num_fields, **kwargs)
 
 

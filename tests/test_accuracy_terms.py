@@ -7,7 +7,6 @@ import keras
 from keras import ops
 
 from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
-from upt_keras.objectives import upt_objective as objective
 from upt_keras.layers import AnyPointDecoder, GridEncoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,9 +109,9 @@ def test_consistency_term_matches_hand_computation():
     expected = np.mean((to_numpy(z_next) - target) ** 2) / np.mean(target ** 2)
     forward = np.mean((to_numpy(model.decode(z_next)) - y) ** 2)  # field_std 1: normalised = physical
     got = model.compute_loss(x, y, {"z": z, "z_next": z_next}, training=True)
-    np.testing.assert_allclose(to_numpy(objective.consistency_term(model, z, z_next, y)), expected, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(model.objective.consistency(model, z, z_next, y)), expected, rtol=1e-5)
     # a step that lands on the encoding of the true next frame scores 0
-    assert float(to_numpy(objective.consistency_term(model, z, model.encode(y), y))) < 1e-10
+    assert float(to_numpy(model.objective.consistency(model, z, model.encode(y), y))) < 1e-10
     np.testing.assert_allclose(to_numpy(got), forward + 0.5 * expected, rtol=1e-4)
     assert "consistency_loss" in [m.name for m in model.metrics]
 
@@ -152,7 +151,7 @@ def test_consistency_brings_latent_rollouts_onto_the_encoder():
         model.compile(optimizer=keras.optimizers.Adam(3e-3))
         model.fit(x, y, batch_size=8, epochs=15, verbose=0)
         z = model.encode(x)
-        gaps[weight] = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+        gaps[weight] = float(to_numpy(model.objective.consistency(model, z, model.step(z), y)))
     assert gaps[1.0] < 0.5 * gaps[0.0], gaps
 
 
@@ -171,14 +170,14 @@ def test_step_norm_consistency_matches_hand_computation_and_scores_the_identity_
         t = to_numpy(model.encode(frame))
         return np.mean((to_numpy(a) - t) ** 2) / np.mean((t - zn) ** 2)
 
-    got = to_numpy(objective.consistency_term(model, z, z1, y1, [y2]))
+    got = to_numpy(model.objective.consistency(model, z, z1, y1, [y2]))
     np.testing.assert_allclose(got, 0.5 * (rel(z1, y1) + rel(z2, y2)), rtol=1e-5)
     # an approximator that does not move (zero-initialised) scores exactly 1; under "latent" it scores far less
     still = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_norm="step", approximator_zero_init=True)
     zs = still.encode(x)
-    np.testing.assert_allclose(to_numpy(objective.consistency_term(still, zs, still.step(zs), y1)), 1.0, rtol=1e-5)
-    still.latent_consistency_norm = "latent"
-    assert float(to_numpy(objective.consistency_term(still, zs, still.step(zs), y1))) < 0.5
+    np.testing.assert_allclose(to_numpy(still.objective.consistency(still, zs, still.step(zs), y1)), 1.0, rtol=1e-5)
+    still.objective.latent_consistency_norm = "latent"
+    assert float(to_numpy(still.objective.consistency(still, zs, still.step(zs), y1))) < 0.5
 
 
 def test_step_norm_consistency_trains_the_approximator_alone_toward_the_next_latent():
@@ -197,8 +196,8 @@ def test_step_norm_consistency_trains_the_approximator_alone_toward_the_next_lat
         assert moved["approximator"] and not moved["decoder"], (norm, moved)
         assert moved["encoder"] == (norm == "latent"), (norm, moved)
         z = model.encode(x)
-        model.latent_consistency_norm = "step"  # measure both the same way
-        gaps[norm] = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+        model.objective.latent_consistency_norm = "step"  # measure both the same way
+        gaps[norm] = float(to_numpy(model.objective.consistency(model, z, model.step(z), y)))
     assert gaps["step"] < 0.85 and gaps["step"] < 0.85 * gaps["latent"], gaps
 
 
@@ -215,7 +214,7 @@ def test_bad_consistency_weight():
 def test_multi_step_consistency_matches_hand_computation():
     """M = 2: the mean of the q = 1 and q = 2 terms, with targets (B, 2, *grid, C); the forward loss stays one-step."""
     model = tiny_upt((32,), lambda_latent_consistency=1.0, latent_consistency_steps=2)
-    assert model.target_steps == 2
+    assert model.objective.target_steps == 2
     x, y1 = wave_pairs(4)
     y2 = np.roll(y1, 1, axis=1)
     y = np.stack([y1, y2], axis=1)
@@ -248,20 +247,24 @@ def test_multi_step_consistency_fits_through_the_pipeline():
 
 # ----------------------------------------------------------------- latent noise
 def test_latent_noise_perturbs_the_training_step_only():
-    x, _ = wave_pairs(4)
+    x, y = wave_pairs(4)
     noisy = tiny_upt((32,), latent_noise=0.1, seed=3)
+
+    def training_pass(model):
+        return model.objective.training_pass(model, x, y, model(x, training=True))
+
     z = to_numpy(noisy.encode(x))
-    out = noisy(x, training=True)
-    np.testing.assert_allclose(to_numpy(out["z"]), z, rtol=1e-6, atol=1e-6)  # the clean latent is kept
-    clean_next = to_numpy(noisy.step(out["z"]))
-    gap = np.sqrt(np.mean((to_numpy(out["z_next"]) - clean_next) ** 2)) / np.sqrt(np.mean(z ** 2))
+    p = training_pass(noisy)
+    np.testing.assert_allclose(to_numpy(p.z), z, rtol=1e-6, atol=1e-6)  # the clean latent is kept
+    clean_next = to_numpy(noisy.step(p.z))
+    gap = np.sqrt(np.mean((to_numpy(p.z_next) - clean_next) ** 2)) / np.sqrt(np.mean(z ** 2))
     assert 1e-3 < gap < 1.0
-    again = noisy(x, training=True)
-    assert not np.allclose(to_numpy(again["z_next"]), to_numpy(out["z_next"]))  # fresh noise every call
+    again = training_pass(noisy)
+    assert not np.allclose(to_numpy(again.z_next), to_numpy(p.z_next))  # fresh noise every step
     np.testing.assert_allclose(to_numpy(noisy(x)), to_numpy(noisy(x)))  # inference: no noise
     plain = tiny_upt((32,))
-    out = plain(x, training=True)
-    np.testing.assert_allclose(to_numpy(out["z_next"]), to_numpy(plain.step(out["z"])), rtol=1e-6, atol=1e-6)
+    p = training_pass(plain)
+    np.testing.assert_allclose(to_numpy(p.z_next), to_numpy(plain.step(p.z)), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="latent_noise"):
         tiny_upt((32,), latent_noise=-0.1)
 
@@ -284,12 +287,12 @@ def test_consistency_frequency_adds_the_term_on_every_nth_step_only():
     z = model.encode(x)
     z1 = model.step(z)
     forward = np.mean((to_numpy(model.decode(z1)) - y) ** 2)
-    consistency = float(to_numpy(objective.consistency_term(model, z, z1, y)))
+    consistency = float(to_numpy(model.objective.consistency(model, z, z1, y)))
     assert consistency > 1e-4
     pred = {"z": z, "z_next": z1}
     losses = [float(to_numpy(model.compute_loss(x, y, pred, training=True))) for _ in range(3)]
     np.testing.assert_allclose(losses, [forward + consistency, forward, forward + consistency], rtol=1e-4)
-    np.testing.assert_allclose(to_numpy(model.consistency_tracker.result()), consistency, rtol=1e-4)
+    np.testing.assert_allclose(to_numpy(model.objective.trackers["consistency"].result()), consistency, rtol=1e-4)
     with pytest.raises(ValueError, match="latent_consistency_frequency"):
         tiny_upt((32,), latent_consistency_frequency=0)
 
@@ -303,7 +306,7 @@ def test_consistency_frequency_trains_through_fit():
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x, y, batch_size=8, epochs=40, verbose=0)
     z = model.encode(x)
-    gap = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+    gap = float(to_numpy(model.objective.consistency(model, z, model.step(z), y)))
     assert gap < 0.9, gap  # the identity scores 1
     assert np.all(np.isfinite(history.history["consistency_loss"]))
 
@@ -315,7 +318,7 @@ def test_validation_reports_the_consistency_term():
     model.compile(optimizer="adam")
     result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     z = model.encode(x)
-    expected = float(to_numpy(objective.consistency_term(model, z, model.step(z), y)))
+    expected = float(to_numpy(model.objective.consistency(model, z, model.step(z), y)))
     assert expected > 1e-4
     np.testing.assert_allclose(result["consistency_loss"], expected, rtol=1e-4)
 

@@ -20,7 +20,7 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 def test_model_file_of_the_previous_layout_loads_and_predicts_the_same():
     model = keras.saving.load_model(os.path.join(DATA, "upt_tiny_0.1.0.keras"))
     ref = np.load(os.path.join(DATA, "upt_tiny_0.1.0.npz"))
-    assert model.use_inverse_losses and model.num_queries == 12 and model.grid_shape == (32,)
+    assert model.objective.use_inverse_losses and model.objective.num_queries == 12 and model.grid_shape == (32,)
     np.testing.assert_allclose(model.predict(ref["x"], verbose=0), ref["pred"], rtol=1e-5, atol=1e-5)
     y_pred = model(ref["x"])
     loss = model.compute_loss(x=ref["x"], y=ref["y"], y_pred=y_pred, training=False)

@@ -75,8 +75,8 @@ def _fit(kind, init_path, u, v):
                             callbacks=[InverseLossCurriculum(**CURRICULUM), batches])
         info["history"] = {k: [float(x) for x in val] for k, val in history.history.items()}
         info["batches"] = batches.rows
-        info["counter"] = int(keras.ops.convert_to_numpy(model.train_step_counter))
-        info["seed_state"] = keras.ops.convert_to_numpy(model.query_sampler.seed_generator.state).tolist()
+        info["counter"] = int(keras.ops.convert_to_numpy(model.objective.train_step_counter))
+        info["seed_state"] = keras.ops.convert_to_numpy(model.objective.query_sampler.seed_generator.state).tolist()
         if kind is not None:
             info.update(_replica_checks(model, dist))
     info["weights"] = [keras.ops.convert_to_numpy(w).tolist() for w in model.weights]
@@ -87,7 +87,7 @@ def _replica_checks(model, dist):
     """What each device holds of the weights, seed state and step counter; per-replica sampled indices (TF)."""
     import keras
 
-    state, counter = model.query_sampler.seed_generator.state, model.train_step_counter
+    state, counter = model.objective.query_sampler.seed_generator.state, model.objective.train_step_counter
     weight = model.trainable_weights[0]
     if keras.backend.backend() == "jax":
         def shards(var):
@@ -106,7 +106,7 @@ def _replica_checks(model, dist):
            "weight_kind": type(weight.value).__name__,
            "seed_per_replica": local(state), "counter_per_replica": local(counter)}
     # the next draw, made by every replica separately as in a train step
-    sample = tf.function(model.query_sampler.sample)
+    sample = tf.function(model.objective.query_sampler.sample)
     out["indices_per_replica"] = [np.asarray(x).tolist() for x in
                                   dist.experimental_local_results(dist.run(sample))]
     out["seed_per_replica_after_draw"] = local(state)

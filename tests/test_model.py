@@ -202,11 +202,11 @@ def test_keras_file_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6, atol=1e-6)
     assert _without_build_config(loaded.get_config()) == _without_build_config(model.get_config())
-    assert int(to_numpy(loaded.train_step_counter)) == 1
+    assert int(to_numpy(loaded.objective.train_step_counter)) == 1
     # The query sampler's random state comes back too: the reloaded model draws the query set the original would
     # draw next, not its first one again.
     fresh = tiny_upt((16, 8), 2, num_queries=64, query_strategy="stratified", seed=0)  # what the model drew first
-    first, nxt = to_numpy(fresh.query_sampler.sample()), to_numpy(loaded.query_sampler.sample())
-    np.testing.assert_array_equal(nxt, to_numpy(model.query_sampler.sample()))
+    first, nxt = to_numpy(fresh.objective.query_sampler.sample()), to_numpy(loaded.objective.query_sampler.sample())
+    np.testing.assert_array_equal(nxt, to_numpy(model.objective.query_sampler.sample()))
     assert not np.array_equal(nxt, first)
     loaded.fit(x, x, epochs=1, verbose=0)  # the compiled state came back and trains on

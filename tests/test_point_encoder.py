@@ -7,7 +7,6 @@ import keras
 
 from conftest import FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 from upt_keras import UPT
-from upt_keras.objectives import upt_objective as objective
 from upt_keras.layers import GridEncoder, PointCloudEncoder
 from upt_keras.objectives.losses import field_mse
 
@@ -92,7 +91,7 @@ def test_point_model_inverse_encoding_is_measured_at_the_input_points():
     z = model.encode(fields, positions)
     _, std = model.field_stats()
     expected = to_numpy(field_mse(model.decode(z, positions), fields, std))
-    got = model.inverse_losses({"fields": fields, "positions": positions})["inv_enc_loss"]
+    got = model.objective.inverse_losses(model, {"fields": fields, "positions": positions})["inv_enc_loss"]
     assert got == pytest.approx(float(expected), rel=1e-5)
 
 
@@ -124,7 +123,7 @@ def test_grid_encoder_refuses_positions():
     u, _ = wave_pairs(2)
     with pytest.raises(ValueError, match="positions"):
         model.encode(u, np.zeros((2, 32, 1), "float32"))
-    assert objective.input_fields(model, u)[1] is None
+    assert model.split_inputs(u)[1] is None
 
 
 def test_inverse_decoding_from_the_sampled_points_only():
@@ -139,22 +138,22 @@ def test_inverse_decoding_from_the_sampled_points_only():
     model = tiny_upt((32,), encoder="points", use_inverse_losses=True, forward_loss_weight=0.0, lambda_inv_enc=0.0,
                      lambda_inv_dec=1.0, num_queries=12, inverse_decoding_points="queries")
     idx = np.arange(0, 32, 32 // 12)[:12].astype("int32")
-    model.query_sampler.sample = lambda: ops.convert_to_tensor(idx)
+    model.objective.query_sampler.sample = lambda: ops.convert_to_tensor(idx)
     decoded = []
-    decode = model._decode
-    model._decode = lambda z, coords=None, chunk_size=None: decoded.append(
-        None if coords is None else tuple(coords.shape)) or decode(z, coords, chunk_size)
+    decode = model.decode
+    model.decode = lambda z, coords=None, chunk_size=None, gradients=False: decoded.append(
+        None if coords is None else tuple(coords.shape)) or decode(z, coords, chunk_size, gradients)
     y_pred = model(x, training=True)
     loss = to_numpy(model.compute_loss(x=x, y=v, y_pred=y_pred, training=True))
-    # inverse encoding at the 20 input points, forward and inverse decoding at the 12 queries; never the 32-point grid
-    # (JAX traces both branches of the inverse-step switch, so a shape may appear twice)
-    assert set(decoded) == {(4, 20, 1), (12, 1)}, decoded
+    # forward and inverse decoding at the 12 queries; never the 32-point grid, and the inverse encoding (at the 20
+    # input points) not at all, its weight being 0 (JAX traces both branches of a cond, so a shape may appear twice)
+    assert set(decoded) == {(12, 1)}, decoded
     coords_q = model.grid_coords[idx]
     z_next = y_pred["z_next"]
     expected = latent_mse(model.encode(decode(z_next, coords_q), np.broadcast_to(coords_q, (4, 12, 1))), z_next)
     assert float(loss) == pytest.approx(float(to_numpy(expected)), rel=1e-5)
 
-    del model._decode  # back to the method: one training step moves the encoder and the decoder
+    del model.decode  # back to the method: one training step moves the encoder and the decoder
     model.compile(optimizer=keras.optimizers.SGD(0.1), **FEW_STEPS)
     before = {n: [to_numpy(w).copy() for w in getattr(model, n).trainable_weights] for n in ("encoder", "decoder")}
     model.fit(x, v, batch_size=4, epochs=1, verbose=0)

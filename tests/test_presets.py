@@ -36,8 +36,10 @@ def test_config_preset_fills_the_model_section_and_keys_override_it():
     assert cfg.model.approximator_depth == b64["approximator_depth"] == 8
     assert cfg.model.decoder_depth == 1
     assert cfg.model.frequencies == list(b64["frequencies"])
-    with pytest.raises(ConfigError, match="model.preset must be one of"):
-        config_from_dict({"model": {"preset": "points64"}})  # a point-cloud preset needs point data
+    points = config_from_dict({"model": {"preset": "points64"}}).model  # the point-cloud sizes are config keys too
+    assert points.encoder == "points" and points.supernodes == "grid" and points.num_supernodes == 256
+    with pytest.raises(ConfigError, match="model.preset must be one of b1d | b64 | points64 | tiny | null"):
+        config_from_dict({"model": {"preset": "b128"}})
 
 
 @pytest.mark.parametrize("path, name", [("configs/train_burgers1d.yaml", "b1d"),

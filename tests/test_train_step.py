@@ -48,7 +48,7 @@ def test_without_forward_and_weights_zero_nothing_moves():
 
 
 def _count_calls(model):
-    counts = {"encode": 0, "_decode": 0}  # `_decode`: the differentiable decode the objective uses
+    counts = {"encode": 0, "decode": 0}
     for name in counts:
         original = getattr(model, name)
 
@@ -63,11 +63,11 @@ def _count_calls(model):
 @pytest.mark.skipif(BACKEND == "jax", reason="jax.lax.cond traces both branches, so Python call counts "
                     "cannot tell which branch ran; the JAX off-step cost is measured in benchmarks/")
 @pytest.mark.parametrize("use_inverse,frequency,weights,expected", [
-    (False, 1, (0.01, 0.01), (4, 4)),   # forward only: one encode + one decode per step
-    (True, 2, (0.01, 0.01), (6, 6)),    # inverse on steps 0 and 2: +1 encode +1 decode on each
-    (True, 1, (0.01, 0.01), (8, 8)),    # inverse every step
+    (False, 1, (0.01, 0.01), (4, 4)),   # forward only: one encode + one decode (at the Q points) per step
+    (True, 2, (0.01, 0.01), (6, 8)),    # inverse on steps 0 and 2: +1 encode +2 decodes (at Q, full grid) on each
+    (True, 1, (0.01, 0.01), (8, 12)),   # inverse every step
     (True, 1, (0.0, 0.0), (4, 4)),      # weights 0 (curriculum warm-up): inverse terms not computed
-    (True, 1, (0.01, 0.0), (4, 8)),     # inverse decoding's weight 0: its re-encoding is not computed
+    (True, 1, (0.01, 0.0), (4, 8)),     # inverse decoding's weight 0: its decode and re-encoding are not computed
 ])
 def test_inverse_terms_do_not_run_on_off_steps(use_inverse, frequency, weights, expected):
     model = tiny_upt((32,), use_inverse_losses=use_inverse, inverse_loss_frequency=frequency,
@@ -82,8 +82,8 @@ def test_inverse_terms_do_not_run_on_off_steps(use_inverse, frequency, weights, 
             seen.update(counts)
 
     model.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False, callbacks=[Baseline()])  # 4 steps
-    assert {k: counts[k] - seen[k] for k in counts} == {"encode": expected[0], "_decode": expected[1]}
-    assert int(to_numpy(model.train_step_counter)) == 4
+    assert {k: counts[k] - seen[k] for k in counts} == {"encode": expected[0], "decode": expected[1]}
+    assert int(to_numpy(model.objective.train_step_counter)) == 4
 
 
 def test_frequency_gating_in_compiled_steps():
@@ -102,7 +102,7 @@ def test_frequency_gating_in_compiled_steps():
 
     model2.compile(optimizer="adam")
     model2.fit(x, y, batch_size=2, epochs=1, verbose=0, shuffle=False, callbacks=[Record()])
-    assert int(to_numpy(model.train_step_counter)) == 6
+    assert int(to_numpy(model.objective.train_step_counter)) == 6
     assert history.history["inv_enc_loss"][0] > 0
     # running means of inv_enc only change on steps 0 and 3
     enc = [s[2] for s in steps]
@@ -129,11 +129,11 @@ def test_logs_every_component_and_validation_uses_all_points():
 
 def test_query_indices_change_every_compiled_step():
     model = tiny_upt((32,), num_queries=8, seed=5)
-    state = to_numpy(model.query_sampler.seed_generator.state).copy()
+    state = to_numpy(model.objective.query_sampler.seed_generator.state).copy()
     x, y = wave_pairs(8)
     model.compile(optimizer="adam")
     model.fit(x, y, batch_size=2, epochs=1, verbose=0)
-    assert not np.array_equal(state, to_numpy(model.query_sampler.seed_generator.state))
+    assert not np.array_equal(state, to_numpy(model.objective.query_sampler.seed_generator.state))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def curriculum_model():
 @pytest.mark.parametrize("warmup,ramp,base,cap", [(1, 2, 0.02, 0.05), (2, None, 0.2, 0.05), (0, 0, 0.03, 0.05)])
 def test_curriculum_schedule_is_what_training_sees(curriculum_model, warmup, ramp, base, cap):
     model = curriculum_model
-    model.lambda_inv_enc, model.lambda_inv_dec = base, base / 2  # the base weights the curriculum schedules
+    model.objective.lambda_inv_enc, model.objective.lambda_inv_dec = base, base / 2  # the base weights the curriculum schedules
     x, y = wave_pairs(4)
     epochs = 5
     history = model.fit(x, y, batch_size=4, epochs=epochs, verbose=0,
@@ -189,7 +189,7 @@ def test_inverse_losses_make_the_model_reconstruct_its_input():
         model = tiny_upt((32,), use_inverse_losses=use_inverse, lambda_inv_enc=1.0, lambda_inv_dec=0.1)
         model.compile(optimizer=keras.optimizers.Adam(2e-3))
         model.fit(x, y, batch_size=16, epochs=40, verbose=0)
-        errors[use_inverse] = model.inverse_losses(x)["inv_enc_loss"]
+        errors[use_inverse] = model.objective.inverse_losses(model, x)["inv_enc_loss"]
     assert errors[True] * 1.5 < errors[False], errors
 
 
@@ -210,9 +210,9 @@ def test_rollout_loss_is_the_mean_over_latent_steps():
         per_step.append(np.mean(((to_numpy(model.decode(z)) - y[:, k]) / 0.7) ** 2))
     assert loss == pytest.approx(np.mean(per_step), rel=1e-5)
     assert abs(per_step[0] - np.mean(per_step)) > 1e-3 * per_step[0]  # the later steps do count
-    assert float(to_numpy(model.forward_loss_tracker.result())) == pytest.approx(per_step[0], rel=1e-5)
-    assert float(to_numpy(model.rollout_loss_tracker.result())) == pytest.approx(np.mean(per_step[1:]), rel=1e-5)
-    assert type(model).from_config(model.get_config()).rollout_loss_steps == 3
+    assert float(to_numpy(model.objective.trackers["forward"].result())) == pytest.approx(per_step[0], rel=1e-5)
+    assert float(to_numpy(model.objective.trackers["rollout"].result())) == pytest.approx(np.mean(per_step[1:]), rel=1e-5)
+    assert type(model).from_config(model.get_config()).objective.rollout_loss_steps == 3
 
 
 def test_rollout_loss_trains_with_inverse_losses_and_logs_both():

@@ -49,7 +49,8 @@ def offset_file(tmp_path_factory):
 def tiny_cfg(path, *extra):
     return load_config(None, [
         "data.source=hdf5", f"data.path={path}", "data.test_fraction=0.25", "data.val_fraction=0.25",
-        "data.rollout_steps=4", "training.batch_size=8", "training.epochs=2", "training.inverse_loss_warmup_epochs=1",
+        "data.rollout_steps=4", "training.batch_size=8", "training.epochs=2", "training.use_inverse_losses=true",
+        "training.inverse_loss_warmup_epochs=1",
         *TINY_MODEL, *extra,
     ])
 
@@ -147,7 +148,7 @@ def test_rollout_loss_steps_give_k_step_targets_and_a_k_step_model(burgers_file)
     traj, t0 = data.train.pairs[data.train._order[0]]
     np.testing.assert_array_equal(y[0, 2], data.train.trajectories[traj, t0 + 3])
     model = training.build_model(cfg, data)
-    assert model.rollout_loss_steps == 3
+    assert model.objective.rollout_loss_steps == 3
     history = model.fit(data.train, validation_data=data.val, epochs=1, verbose=0).history
     assert np.isfinite(history["rollout_loss"][0]) and np.isfinite(history["val_rollout_loss"][0])
     with pytest.raises(ConfigError, match=r"rollout_loss_steps=11 .* 12 frames, .* has 11"):
@@ -266,10 +267,10 @@ def test_accuracy_keys_reach_the_model(burgers_file):
                    "model.approximator_zero_init=true", "training.lambda_latent_consistency=0.25", "model.residual=true")
     model = training.build_model(cfg, data)
     assert model.decoder.locality and model.approximator.zero_init and model.residual
-    assert model.lambda_latent_consistency == 0.25
+    assert model.objective.lambda_latent_consistency == 0.25
     plain = training.build_model(tiny_cfg(burgers_file), data)
     assert not plain.decoder.locality and not plain.approximator.zero_init and not plain.residual
-    assert plain.lambda_latent_consistency == 0.0
+    assert plain.objective.lambda_latent_consistency == 0.0
     with pytest.raises(ConfigError, match="lambda_latent_consistency"):
         tiny_cfg(burgers_file, "training.lambda_latent_consistency=-1")
 
@@ -320,6 +321,6 @@ def test_latent_consistency_steps_give_k_step_targets(burgers_file):
     x, y = data.train[0]
     assert y.shape == (x.shape[0], 3) + x.shape[1:]
     model = training.build_model(cfg, data)
-    assert model.target_steps == 3 and model.rollout_loss_steps == 1
+    assert model.objective.target_steps == 3 and model.objective.rollout_loss_steps == 1
     with pytest.raises(ConfigError, match="latent_consistency_steps=20"):
         training.prepare_data(tiny_cfg(burgers_file, "training.latent_consistency_steps=20"), progress=False)

@@ -48,6 +48,7 @@ model:
   decoder_mlp_dim: 16
   frequencies: [1, 2]
 training:
+  use_inverse_losses: true
   epochs: 1
   batch_size: 8
   lambda_inv_enc: 0.01
@@ -136,13 +137,13 @@ def _spy_class():
             return model
 
         def fit(self, hp, model, *args, **kwargs):
-            before = (model.lambda_inv_enc, model.lambda_inv_dec)
+            before = (model.objective.lambda_inv_enc, model.objective.lambda_inv_dec)
             result = super().fit(hp, model, *args, **kwargs)
             Spy.fits.append({
                 "values": self.trial_values(hp), "hp": dict(hp.values), "before": before,
-                "attributes": (model.lambda_inv_enc, model.lambda_inv_dec),
-                "variables": (_value(model.inv_enc_weight), _value(model.inv_dec_weight)),
-                "num_queries": model.num_queries, "frequency": model.inverse_loss_frequency,
+                "attributes": (model.objective.lambda_inv_enc, model.objective.lambda_inv_dec),
+                "variables": (_value(model.objective.inv_enc_weight), _value(model.objective.inv_dec_weight)),
+                "num_queries": model.objective.num_queries, "frequency": model.objective.inverse_loss_frequency,
                 "result": result,
             })
             return result
@@ -164,7 +165,7 @@ def search(files):
 
 
 def test_space_defaults_fractions_and_cap():
-    cfg = load_config(None, ["training.inverse_loss_max_weight=0.03", "training.query_sampling.enabled=true",
+    cfg = load_config(None, ["training.use_inverse_losses=true", "training.inverse_loss_max_weight=0.03", "training.query_sampling.enabled=true",
                              "training.query_sampling.num_queries=100", "training.epochs=10"])
     space = tuning.resolve_space(None, cfg, num_points=256)
     assert space.objective == "val_forward_loss"
@@ -195,7 +196,7 @@ def test_space_defaults_fractions_and_cap():
     ({}, ["training.epochs=2", "training.inverse_loss_warmup_epochs=1"], "at least 3 epochs"),  # ramp starts at 0
 ])
 def test_space_errors_name_the_key(space, overrides, match):
-    cfg = load_config(None, overrides)
+    cfg = load_config(None, ["training.use_inverse_losses=true", *overrides])
     with pytest.raises(ConfigError, match=match):
         tuning.resolve_space(space, cfg, num_points=256)
 
@@ -252,7 +253,7 @@ def test_tuning_yaml_file(tmp_path, files):
 
 
 def test_hyperparameters_and_effective_values():
-    cfg = load_config(None, ["training.epochs=10"])
+    cfg = load_config(None, ["training.use_inverse_losses=true", "training.epochs=10"])
     space = tuning.resolve_space({"lambda_inv_dec": {"allow_zero": False}, "num_queries": 128,
                                   "inverse_loss_frequency": [2, 1]}, cfg, num_points=256)
     hp = keras_tuner.HyperParameters()

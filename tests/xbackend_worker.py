@@ -14,7 +14,7 @@ import numpy as np
 def evaluate(model, x, y, idx):
     from keras import ops
 
-    model.query_sampler.sample = lambda: ops.convert_to_tensor(idx)  # same sampled points everywhere
+    model.objective.query_sampler.sample = lambda: ops.convert_to_tensor(idx)  # same sampled points everywhere
     pred = ops.convert_to_numpy(model(x))
     y_pred = model(x, training=True)
     loss = float(ops.convert_to_numpy(model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)))

@@ -7,7 +7,7 @@ Importing the package registers every layer and the model with Keras, so that
 from upt_keras.layers import (AnyPointDecoder, Approximator, Encoder, FourierFeatures, GridEncoder, PointCloudEncoder,
                               grid_coordinates)
 from upt_keras.models import PRESETS, UPT
-from upt_keras.objectives import QuerySampler
+from upt_keras.objectives import QuerySampler, UPTObjective
 from upt_keras.training.callbacks import InverseLossCurriculum, curriculum_weight
 
 __version__ = "0.1.0"
@@ -23,6 +23,7 @@ __all__ = [
     "PointCloudEncoder",
     "QuerySampler",
     "UPT",
+    "UPTObjective",
     "curriculum_weight",
     "grid_coordinates",
 ]

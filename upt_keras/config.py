@@ -34,7 +34,9 @@ from typing import Any, Iterable, Mapping, Optional
 import yaml
 from pydantic import Field, model_validator
 
-from upt_keras.schema import (Bool, ConfigError, Float, Int, NumberList, Section, Text, bool_or, config_error, got,
+from upt_keras.models.presets import PRESETS, ModelSizes, preset
+from upt_keras.objectives.settings import ObjectiveSettings
+from upt_keras.schema import (Bool, ConfigError, Float, Int, Section, Text, bool_or, config_error, got,
                               one_of, sections, type_name, unknown_key, validated)
 
 __all__ = [
@@ -85,33 +87,15 @@ class DataConfig(Section):
         return self
 
 
-class ModelConfig(Section):
-    """Sizes of the encoder, approximator and any-point decoder.
+class ModelConfig(ModelSizes):
+    """Sizes of the encoder, approximator and any-point decoder (`upt_keras.models.presets.ModelSizes`), plus how the
+    model decodes.
 
     `preset` names a set of sizes in `upt_keras.models.presets.PRESETS`: keys left out of the section take the preset's
-    value instead of the default below; keys given override it.
+    value instead of the default; keys given override it.
     """
 
     preset: Optional[Text] = None  # checked against the presets in `_with_preset`
-    patch_size: Int = Field(4, ge=1)
-    encoder_dim: Int = Field(64, ge=1)
-    encoder_depth: Int = Field(1, ge=0)
-    encoder_heads: Int = Field(4, ge=1)
-    num_latent_tokens: Int = Field(32, ge=1)
-    latent_dim: Int = Field(64, ge=1)
-    pooling: one_of("perceiver", "average") = "perceiver"
-    approximator_width: Int = Field(128, ge=1)
-    approximator_depth: Int = Field(4, ge=1)
-    approximator_heads: Int = Field(4, ge=1)
-    approximator_zero_init: Bool = False  # untrained approximator = identity
-    approximator_locality: Bool = False  # distance bias in the approximator's attention (average pooling)
-    mlp_ratio: Int = Field(4, ge=1)
-    decoder_width: Int = Field(128, ge=1)
-    decoder_depth: Int = Field(2, ge=1)
-    decoder_heads: Int = Field(4, ge=1)
-    decoder_mlp_dim: Int = Field(256, ge=1)
-    frequencies: NumberList = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
-    decoder_locality: Bool = False  # distance bias in the decoder's attention (average pooling)
     decode_chunk_size: Int = Field(65536, ge=1)
     residual: Bool = False  # decode the change: u_t + decode(z_next) - decode(z_t) (grid encoders)
 
@@ -121,11 +105,9 @@ class ModelConfig(Section):
         """The section with the named preset's sizes under the keys it does not give."""
         if not isinstance(data, Mapping) or data.get("preset") is None:
             return data
-        from upt_keras.models.presets import GRID_PRESETS, preset  # the sizes only: imports no framework
-
         name = data["preset"]
-        if name not in GRID_PRESETS:
-            raise config_error(f"model.preset must be one of {' | '.join(GRID_PRESETS)} | null, {got(name)}")
+        if name not in PRESETS:
+            raise config_error(f"model.preset must be one of {' | '.join(PRESETS)} | null, {got(name)}")
         sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in preset(name).items() if k in cls.model_fields}
         return {**sizes, **data}
 
@@ -149,8 +131,9 @@ class QuerySamplingConfig(Section):
     strategy: one_of("uniform", "stratified") = "uniform"
 
 
-class TrainingConfig(Section):
-    """Optimisation, inverse losses and their curriculum, precision and stopping."""
+class TrainingConfig(ObjectiveSettings):
+    """Optimisation, the objective's terms (`upt_keras.objectives.settings.ObjectiveSettings`: forward, rollout,
+    inverse and consistency terms), the inverse-loss curriculum, precision and stopping."""
 
     epochs: Int = Field(20, ge=1)
     batch_size: Int = Field(32, ge=1)
@@ -160,28 +143,13 @@ class TrainingConfig(Section):
     warmup_steps: Int = Field(0, ge=0)
     time_budget_seconds: Optional[Float] = Field(None, gt=0.0)
     fit_schedule_to_budget: Bool = True  # cosine spans the steps that fit into the budget (measured)
-    use_inverse_losses: Bool = True
-    lambda_inv_enc: Float = Field(0.01, ge=0.0)
-    lambda_inv_dec: Float = Field(0.01, ge=0.0)
     inverse_loss_warmup_epochs: Int = Field(5, ge=0)
     inverse_loss_ramp_epochs: Optional[Int] = Field(None, ge=0)
     inverse_loss_max_weight: Float = Field(0.05, ge=0.0)
-    inverse_loss_frequency: Int = Field(1, ge=1)
     query_sampling: QuerySamplingConfig = Field(default_factory=QuerySamplingConfig)
     amp: bool_or("mixed_float16", "mixed_bfloat16") = False
     jit_compile: bool_or("auto") = "auto"
     early_stopping_patience: Optional[Int] = Field(None, ge=1)
-    rollout_loss_steps: Int = Field(1, ge=1)  # K > 1: forward loss over K latent steps (K-step targets)
-    lambda_latent_consistency: Float = Field(0.0, ge=0.0)  # ||step(enc(u_t)) - sg(enc(u_t+1))||^2 / norm
-    latent_noise: Float = Field(0.0, ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
-    # what the inverse decoding re-encodes: the full grid, or only the Q sampled points (point-cloud encoders)
-    inverse_decoding_points: one_of("all", "queries") = "all"
-    latent_consistency_steps: Int = Field(1, ge=1)  # M > 1: consistency of step^q(enc(u_t)), q = 1..M
-    # what the consistency error is relative to: the target latent's second moment, or the latent step itself
-    latent_consistency_norm: one_of("latent", "step") = "latent"
-    latent_consistency_frequency: Int = Field(1, ge=1)  # the consistency term on every n-th step only
-    # the forward (and rollout) term's error: MSE in normalised units, or relative L2 per sample (nRMSE as a loss)
-    forward_loss: one_of("mse", "relative") = "mse"
     distribution: Optional[one_of("data_parallel", nullable=True)] = None
 
     @property

@@ -1,39 +1,49 @@
-"""Model sizes: the defaults, the named presets, and the one function that builds the three parts from them.
+"""Model sizes: their declaration, the named presets, and the functions that build the three parts and check that
+they fit together.
 
 Every place that sizes a model (`UPT.from_sizes`, `UPT.from_preset`, the config's
-`model:` section, the benchmarks, the tests) goes through `SIZE_DEFAULTS`,
+`model:` section, the benchmarks, the tests) goes through `ModelSizes` (the declaration: name, default, range),
 `PRESETS` and `build_parts`, so a new size knob is added here once. Importing this
 module imports no deep-learning framework (the config reads it).
 """
 
-# The sizes `UPT.from_sizes` takes, with their defaults (the config's `model:` keys, less `preset` and
-# `decode_chunk_size`).
-SIZE_DEFAULTS = dict(
-    encoder="grid",  # "grid" (GridEncoder) or "points" (PointCloudEncoder)
-    patch_size=4,
-    encoder_dim=64,
-    encoder_depth=1,
-    encoder_heads=4,
-    num_latent_tokens=32,
-    latent_dim=64,
-    pooling="perceiver",
-    num_supernodes=256,
-    supernodes="sampled",
-    supernode_radius=0.08,
-    supernode_neighbours=16,
-    approximator_width=128,
-    approximator_depth=4,
-    approximator_heads=4,
-    approximator_zero_init=False,
-    approximator_locality=False,
-    mlp_ratio=4,
-    decoder_width=128,
-    decoder_depth=2,
-    decoder_heads=4,
-    decoder_mlp_dim=256,
-    decoder_locality=False,
-    frequencies=(1, 2, 4, 8),
-)
+from pydantic import Field
+
+from upt_keras.schema import Bool, Float, Int, NumberList, Section, one_of, validated
+
+
+class ModelSizes(Section):
+    """The sizes `UPT.from_sizes` takes, with their defaults: the one declaration behind `SIZE_DEFAULTS`, the presets
+    and the config's `model:` section (`upt_keras.config.ModelConfig` adds `preset`, `decode_chunk_size`, `residual`)."""
+
+    encoder: one_of("grid", "points") = "grid"  # GridEncoder or PointCloudEncoder
+    patch_size: Int = Field(4, ge=1)
+    encoder_dim: Int = Field(64, ge=1)
+    encoder_depth: Int = Field(1, ge=0)
+    encoder_heads: Int = Field(4, ge=1)
+    num_latent_tokens: Int = Field(32, ge=1)
+    latent_dim: Int = Field(64, ge=1)
+    pooling: one_of("perceiver", "average") = "perceiver"
+    # point-cloud encoder: supernodes, their neighbourhood radius (in [0, 1) coordinates) and neighbour count
+    num_supernodes: Int = Field(256, ge=1)
+    supernodes: one_of("sampled", "grid") = "sampled"
+    supernode_radius: Float = Field(0.08, gt=0.0)
+    supernode_neighbours: Int = Field(16, ge=1)
+    approximator_width: Int = Field(128, ge=1)
+    approximator_depth: Int = Field(4, ge=1)
+    approximator_heads: Int = Field(4, ge=1)
+    approximator_zero_init: Bool = False  # untrained approximator = identity
+    approximator_locality: Bool = False  # distance bias in the approximator's attention (average pooling)
+    mlp_ratio: Int = Field(4, ge=1)
+    decoder_width: Int = Field(128, ge=1)
+    decoder_depth: Int = Field(2, ge=1)
+    decoder_heads: Int = Field(4, ge=1)
+    decoder_mlp_dim: Int = Field(256, ge=1)
+    decoder_locality: Bool = False  # distance bias in the decoder's attention (tokens with positions)
+    frequencies: NumberList = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+
+
+SIZE_DEFAULTS = ModelSizes().model_dump()
 
 # Named presets: `grid_shape` and `num_fields` are the data's; the rest are sizes (missing ones take SIZE_DEFAULTS).
 PRESETS = {
@@ -81,6 +91,12 @@ def preset(name):
     return dict(SIZE_DEFAULTS, **PRESETS[name])
 
 
+def checked_sizes(sizes):
+    """`sizes` with every missing size filled in, each value checked (a `ConfigError` names the size at fault)."""
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()}
+    return validated(ModelSizes, plain).model_dump()
+
+
 def build_parts(grid_shape, num_fields=1, **sizes):
     """(encoder, approximator, decoder) from a grid, a field count and sizes (missing ones: SIZE_DEFAULTS)."""
     from upt_keras.layers import AnyPointDecoder, Approximator, GridEncoder, PointCloudEncoder
@@ -88,7 +104,7 @@ def build_parts(grid_shape, num_fields=1, **sizes):
     unknown = sorted(set(sizes) - set(SIZE_DEFAULTS))
     if unknown:
         raise TypeError(f"unknown model size(s): {', '.join(unknown)}; the sizes are {', '.join(SIZE_DEFAULTS)}")
-    s = dict(SIZE_DEFAULTS, **sizes)
+    s = checked_sizes(sizes)
     grid_shape, ndim = tuple(int(n) for n in grid_shape), len(grid_shape)
     if s["encoder"] == "grid":
         encoder = GridEncoder(
@@ -115,3 +131,27 @@ def build_parts(grid_shape, num_fields=1, **sizes):
         mlp_dim=s["decoder_mlp_dim"], frequencies=s["frequencies"], locality=s["decoder_locality"], name="decoder",
     )
     return encoder, approximator, decoder
+
+
+def check_parts(encoder, approximator, decoder, grid_shape=None, residual=False):
+    """The output grid of a UPT made of these parts (the encoder's, for a grid encoder); a `ValueError` names what
+    does not fit."""
+    if encoder.input_kind == "grid":
+        grid_shape = encoder.grid_shape if grid_shape is None else grid_shape
+        if tuple(grid_shape) != encoder.grid_shape:
+            raise ValueError(f"grid_shape={tuple(grid_shape)} differs from the encoder's {encoder.grid_shape}")
+    elif grid_shape is None:
+        raise ValueError(f"an encoder of input_kind={encoder.input_kind!r} needs the output grid: UPT(..., "
+                         "grid_shape=...)")
+    grid_shape = tuple(int(n) for n in grid_shape)
+    if residual and encoder.input_kind != "grid":
+        raise ValueError(f"residual=True adds the start field to the decoded change, which needs it on the grid: "
+                         f"a grid encoder, not input_kind={encoder.input_kind!r}")
+    if decoder.num_fields != encoder.num_channels or not decoder.coord_dim == encoder.coord_dim == len(grid_shape):
+        raise ValueError(f"decoder (num_fields={decoder.num_fields}, coord_dim={decoder.coord_dim}) does not match "
+                         f"the encoder (num_channels={encoder.num_channels}, coord_dim={encoder.coord_dim}) and "
+                         f"grid {grid_shape}")
+    if approximator.latent_dim != encoder.latent_dim:
+        raise ValueError(f"approximator latent_dim={approximator.latent_dim} != encoder latent_dim="
+                         f"{encoder.latent_dim}")
+    return grid_shape

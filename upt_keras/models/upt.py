@@ -1,7 +1,7 @@
-"""The Universal Physics Transformer: encode -> step -> decode -> rollout.
+"""The Universal Physics Transformer: encode -> step -> decode, and rollouts of it.
 
-The training objective (forward, inverse and rollout terms, query sampling) is
-in `upt_keras.objectives.upt_objective`; model sizes and presets in `upt_keras.models.presets`.
+What training minimises is `upt_keras.objectives.UPTObjective` (`UPT(..., objective=...)`); sizes and presets are in
+`upt_keras.models.presets`.
 """
 
 import numpy as np
@@ -9,74 +9,47 @@ import numpy as np
 import keras
 from keras import ops
 
-from upt_keras.objectives import upt_objective as objective
 from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates, interpolate_on_grid
-from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, preset
+from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, check_parts, preset
+from upt_keras.objectives.settings import OBJECTIVE_KEYS
+from upt_keras.objectives.upt_objective import UPTObjective
 
-PACKAGE = "upt_keras"
 
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
+@keras.saving.register_keras_serializable(package="upt_keras")
 class UPT(keras.Model):
     """UPT neural PDE surrogate: any encoder, a latent approximator, a decoder evaluable at any point.
 
-    `encode(u_t) -> z_t`, `step(z_t) -> z_{t+1}`, `decode(z_{t+1}, coords) -> u_{t+1}(coords)`.
-    Inputs and outputs are in physical units: the model normalises with
-    `field_mean` / `field_std` internally. Coordinates are normalised to
-    [0, 1) per axis (grid point i of n sits at i / n). Targets and full decodes
-    live on the output grid `grid_shape` (the encoder's grid for a grid encoder).
-    `fit` on pairs `(u_t, u_{t+1})` minimises `upt_keras.objectives.upt_objective`; see there.
+    `encode(u_t) -> z_t`, `step(z_t) -> z_{t+1}`, `decode(z_{t+1}, coords) -> u_{t+1}(coords)`. Fields are in
+    physical units (normalised inside with `field_mean` / `field_std`); coordinates in [0, 1) per axis (grid point
+    i of n sits at i / n); full decodes live on the output grid `grid_shape`.
 
     Args:
         encoder: a `upt_keras.layers.Encoder` (`GridEncoder`, `PointCloudEncoder`).
-        approximator: `Approximator`.
-        decoder: `AnyPointDecoder`.
+        approximator: `Approximator`.  decoder: `AnyPointDecoder`.
         dt: float, the time step the model advances (conditions the approximator).
         field_mean, field_std: per-channel lists, normalisation of the fields.
         decode_chunk_size: int, decode at most this many points at once.
         grid_shape: the output grid; needed when the encoder does not take a grid.
-        residual: bool, decode the change instead of the field (grid encoders): a prediction from `u_t` is
-            `decode(z_next) + (u_t - decode(z_t))`, the decoder's error on the start state added back, so an
-            untrained model (zero-initialised approximator) is the identity and training learns how the field
-            moves. Off the grid `u_t` is interpolated (`layers.interpolate_on_grid`). `decode(z)` of a latent
-            alone stays the plain decoder.
-        **kwargs: the training settings of `objective.TRAINING_DEFAULTS`
-            (`use_inverse_losses`, `lambda_inv_enc`, `num_queries`, ...) and Keras' own.
+        residual: bool, decode the change (grid encoders): a prediction from `u_t` is `decode(z_next) + (u_t -
+            decode(z_t))`, so an untrained model (zero-initialised approximator) is the identity. Off the grid
+            `u_t` is interpolated (`layers.interpolate_on_grid`).
+        objective: the `UPTObjective` `fit` minimises (default: the one-step forward MSE alone).
 
     Example:
-    >>> model = UPT.from_preset("tiny", grid_shape=(64,))
+    >>> model = UPT.from_preset("tiny", objective=UPTObjective(use_inverse_losses=True))
     >>> model.compile(optimizer="adam")
     >>> model.fit(u_t, u_next, epochs=1)
     >>> model.rollout(u_t[:2], num_steps=5).shape
-    (2, 5, 64, 1)
+    (2, 5, 32, 1)
     """
 
     def __init__(self, encoder, approximator, decoder, dt=1.0, field_mean=None, field_std=None,
-                 decode_chunk_size=65536, grid_shape=None, residual=False, **kwargs):
-        settings = {k: kwargs.pop(k) for k in list(kwargs) if k in objective.TRAINING_DEFAULTS}
+                 decode_chunk_size=65536, grid_shape=None, residual=False, objective=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
-        if encoder.input_kind == "grid":
-            grid_shape = encoder.grid_shape if grid_shape is None else grid_shape
-            if tuple(grid_shape) != encoder.grid_shape:
-                raise ValueError(f"grid_shape={tuple(grid_shape)} differs from the encoder's {encoder.grid_shape}")
-        elif grid_shape is None:
-            raise ValueError(f"an encoder of input_kind={encoder.input_kind!r} needs the output grid: UPT(..., "
-                             "grid_shape=...)")
-        self.grid_shape, self.num_fields = tuple(int(n) for n in grid_shape), encoder.num_channels
-        self.residual = bool(residual)
-        if self.residual and encoder.input_kind != "grid":
-            raise ValueError(f"residual=True adds the start field to the decoded change, which needs it on the grid: "
-                             f"a grid encoder, not input_kind={encoder.input_kind!r}")
-        if decoder.num_fields != self.num_fields or not decoder.coord_dim == encoder.coord_dim == len(self.grid_shape):
-            raise ValueError(
-                f"decoder (num_fields={decoder.num_fields}, coord_dim={decoder.coord_dim}) does not match the "
-                f"encoder (num_channels={self.num_fields}, coord_dim={encoder.coord_dim}) and grid {self.grid_shape}"
-            )
-        if approximator.latent_dim != encoder.latent_dim:
-            raise ValueError(f"approximator latent_dim={approximator.latent_dim} != encoder latent_dim="
-                             f"{encoder.latent_dim}")
+        self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape, residual)
+        self.num_fields, self.residual = encoder.num_channels, bool(residual)
         if int(decode_chunk_size) < 1:
             raise ValueError(f"decode_chunk_size must be >= 1, got {decode_chunk_size}")
         self.dt, self.decode_chunk_size = float(dt), int(decode_chunk_size)
@@ -86,19 +59,19 @@ class UPT(keras.Model):
             raise ValueError(f"field_mean and field_std need {self.num_fields} entries (one per field)")
         if min(self.field_std) <= 0:
             raise ValueError(f"field_std must be positive, got {self.field_std}")
-        positions = encoder.token_positions  # for the decoder's locality bias; None without
+        positions = encoder.token_positions  # for the locality biases; None without
         self._token_positions = None if positions is None else np.asarray(positions, "float32")
         self.grid_coords = grid_coordinates(self.grid_shape)  # (N, d) numpy, float32
         self.num_points = self.grid_coords.shape[0]
-        objective.configure(self, **settings)
+        self.objective = UPTObjective() if objective is None else objective
+        self.objective.attach(self)
         self.build()
 
     @classmethod
     def from_sizes(cls, grid_shape, num_fields=1, **kwargs):
-        """Builds the three parts from plain sizes (`presets.SIZE_DEFAULTS`); other keywords go to `UPT`."""
+        """Builds the three parts from plain sizes (`presets.ModelSizes`); other keywords go to `UPT`."""
         sizes = {k: kwargs.pop(k) for k in list(kwargs) if k in SIZE_DEFAULTS}
-        parts = build_parts(grid_shape, num_fields, **sizes)
-        return cls(*parts, grid_shape=grid_shape, **kwargs)
+        return cls(*build_parts(grid_shape, num_fields, **sizes), grid_shape=grid_shape, **kwargs)
 
     @classmethod
     def from_preset(cls, name, **kwargs):
@@ -108,26 +81,32 @@ class UPT(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        latent_shape = (None,) + tuple(self.encoder.latent_shape)
+        latent_shape, coord_shape = (None,) + tuple(self.encoder.latent_shape), (None, None, len(self.grid_shape))
         if not self.encoder.built:  # layers deserialised from a file come built
             if self.encoder.input_kind == "grid":
                 self.encoder.build((None,) + self.grid_shape + (self.num_fields,))
             else:
-                self.encoder.build((None, None, self.num_fields), (None, None, len(self.grid_shape)))
+                self.encoder.build((None, None, self.num_fields), coord_shape)
         if not self.approximator.built:
             self.approximator.build(latent_shape)
         if not self.decoder.built:
-            self.decoder.build(latent_shape, (None, None, len(self.grid_shape)))
+            self.decoder.build(latent_shape, coord_shape)
         self.built = True
 
-    # ----------------------------------------------------------------- the model
+    # ------------------------------------------------------------------------------------------------ the method
     def field_stats(self):
         """(mean, std) per channel, float32 tensors."""
-        return (ops.convert_to_tensor(np.asarray(self.field_mean, "float32")),
-                ops.convert_to_tensor(np.asarray(self.field_std, "float32")))
+        return tuple(ops.convert_to_tensor(np.asarray(v, "float32")) for v in (self.field_mean, self.field_std))
+
+    def split_inputs(self, inputs):
+        """(fields, positions) of a model input: a field tensor, or `{"fields", "positions"}` (point clouds)."""
+        return (inputs["fields"], inputs.get("positions")) if isinstance(inputs, dict) else (inputs, None)
 
     def encode(self, fields, positions=None):
-        """Physical fields -> latent tokens (B, T, latent_dim): (B, *grid, C), or (B, N, C) at `positions` (B, N, d)."""
+        """Physical fields -> latent tokens (B, T, latent_dim): (B, *grid, C), or (B, N, C) at `positions` (B, N, d).
+        A point-cloud encoder given fields on the grid reads them at the grid points."""
+        if self.encoder.input_kind != "grid" and positions is None:
+            return self.encode_grid(fields)
         mean, std = self.field_stats()
         normalised = (ops.cast(fields, "float32") - mean) / std
         if self.encoder.input_kind == "grid":
@@ -150,84 +129,66 @@ class UPT(keras.Model):
         return self.approximator(z, dt=self.dt if dt is None else dt, positions=self._token_positions)
 
     def decode(self, z, coords=None, chunk_size=None, gradients=False):
-        """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)).
+        """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)); `coords=None`: the
+        full grid, (B, *grid, C). Large Q is decoded in chunks of `chunk_size` (default `decode_chunk_size`) points.
 
-        `coords=None` decodes the full grid and returns (B, *grid, C). Large Q is
-        decoded in chunks of `chunk_size` (default `decode_chunk_size`) points.
-        This is inference: no autograd graph is recorded (on torch it runs under
-        `no_grad`) and the result carries no gradient on any backend, so memory
-        stays bounded by one chunk however many points are asked for. Pass
-        `gradients=True` to differentiate through it (each chunk's activations are
-        then kept for the backward pass, as the training objective needs).
+        Without `gradients` this is inference: no autograd graph is recorded and the result carries no gradient, so
+        memory stays bounded by one chunk. `gradients=True` (the training objective) keeps every chunk's activations.
         """
-        if gradients:
-            return self._decode(z, coords, chunk_size)
-        with inference_mode():
-            return ops.stop_gradient(self._decode(z, coords, chunk_size))
-
-    def _decode(self, z, coords=None, chunk_size=None):
+        if not gradients:
+            with inference_mode():
+                return ops.stop_gradient(self.decode(z, coords, chunk_size, gradients=True))
         full_grid = coords is None
         coords = ops.convert_to_tensor(self.grid_coords if full_grid else coords, "float32")
-        chunk = self.decode_chunk_size if chunk_size is None else int(chunk_size)
-        num, positions = coords.shape[-2], self._token_positions
-        if num is None or num <= chunk:
-            out = self.decoder(z, coords, positions)
-        else:
-            out = concat_chunks(lambda start: self.decoder(z, coords[..., start:start + chunk, :], positions), num,
-                                chunk)
+        chunk, num = self.decode_chunk_size if chunk_size is None else int(chunk_size), coords.shape[-2]
+
+        def decode_chunk(start):
+            return self.decoder(z, coords[..., start:start + chunk, :], self._token_positions)
+
+        out = decode_chunk(0) if num is None or num <= chunk else concat_chunks(decode_chunk, num, chunk)
         mean, std = self.field_stats()
         out = ops.cast(out, "float32") * std + mean
-        if full_grid:
-            out = ops.reshape(out, (ops.shape(out)[0],) + self.grid_shape + (self.num_fields,))
-        return out
+        return ops.reshape(out, (ops.shape(out)[0],) + self.grid_shape + (self.num_fields,)) if full_grid else out
 
-    def start_correction(self, fields, z, coords=None, idx=None):
-        """`u_t - decode(z_t)` at `coords` (default: the grid): what a residual model adds to each decoded latent.
-
-        `idx`: when `coords` are grid points, their flat grid indices (Q,); `u_t` is then read there, not
-        interpolated."""
+    def start_correction(self, fields, z, coords=None, idx=None, flat=False):
+        """`u_t - decode(z_t)` at `coords` (default: the grid), with gradients: what a residual model adds to each
+        decoded latent. `idx`: the flat grid indices of `coords` when they are grid points (u_t is read there, not
+        interpolated). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid."""
         batch = ops.shape(fields)[0]
-        fields = ops.reshape(ops.cast(fields, "float32"), (batch,) + self.grid_shape + (self.num_fields,))
+        grid = ops.reshape(ops.cast(fields, "float32"), (batch,) + self.grid_shape + (self.num_fields,))
         if idx is not None:
-            start = ops.take(ops.reshape(fields, (batch, self.num_points, self.num_fields)), idx, axis=1)
+            start = ops.take(ops.reshape(grid, (batch, self.num_points, self.num_fields)), idx, axis=1)
         else:
-            start = fields if coords is None else interpolate_on_grid(fields, coords)
-        return start - self._decode(z, coords)
+            start = grid if coords is None else interpolate_on_grid(grid, coords)
+        out = start - self.decode(z, coords, gradients=True)
+        return ops.reshape(out, (batch, self.num_points, self.num_fields)) if flat and coords is None else out
+
+    def predict_from_latents(self, fields, z, z_next, coords=None, gradients=False):
+        """u_{t+1} at `coords` (default: the grid) from `z_t = encode(u_t)` and the stepped `z_next`."""
+        out = self.decode(z_next, coords, gradients=gradients)
+        return out + self.start_correction(fields, z, coords) if self.residual else out
 
     def call(self, inputs, coords=None, training=False):
         """One step: u_t -> u_{t+1} on the grid, or at `coords` ((Q, d) or (B, Q, d)).
 
-        `inputs`: fields on the grid, or a dict `{"fields", "positions" (point-cloud
-        encoders), "coords"}`. While training, the latents `{"z", "z_next"}` are
-        returned instead: the objective decodes them only at the sampled points.
+        `inputs`: fields on the grid, or a dict `{"fields", "positions" (point clouds), "coords"}`.
+        While training, `fit` hands the output to `compute_loss` only, and the objective decodes at the points it
+        samples: there the output is the latent step `{"z": z_t, "z_next": z_t+1}`. (Returning fields there too
+        would decode every point for nothing: 15-25% of a torch step of the 1D default, measured.)
         """
-        fields, positions = objective.input_fields(self, inputs)
-        if isinstance(inputs, dict):
-            coords = inputs.get("coords", coords)
+        fields, positions = self.split_inputs(inputs)
+        coords = inputs.get("coords", coords) if isinstance(inputs, dict) else coords
         z = self.encode(fields, positions)
-        z_in = z
-        if training and self.latent_noise > 0:
-            # Noise on the approximator's input, relative to the latent's RMS: the approximator learns to step
-            # latents a little off the encoder's range, as its own outputs are in a latent rollout.
-            rms = ops.sqrt(ops.mean(ops.square(ops.stop_gradient(ops.cast(z, "float32")))))
-            noise = keras.random.normal(ops.shape(z), seed=self.noise_seed, dtype="float32") * rms * self.latent_noise
-            z_in = z + ops.cast(noise, z.dtype)
-        z_next = self.step(z_in)
-        if training:
-            return {"z": z, "z_next": z_next}
-        out = self._decode(z_next, coords)
-        return out + self.start_correction(fields, z, coords) if self.residual else out
+        z_next = self.step(z)
+        return {"z": z, "z_next": z_next} if training else self.predict_from_latents(fields, z, z_next, coords)
 
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
-        """Rolls the model forward `num_steps` steps from `inputs` (what `call` takes).
+        """Rolls the model forward `num_steps` steps from `inputs` (what `call` takes); a numpy array (B, K, *grid, C),
+        or (B, K, Q, C) with `coords`.
 
-        `mode="latent"`: encode once, step the approximator `num_steps` times and
-        decode only the frames asked for (a residual model adds the start state's
-        correction, computed once). `mode="physical"`: decode on the full grid and
-        re-encode after every step. `decode_steps` (1-based step numbers,
-        default all) selects the returned frames; `coords` decodes those frames at
-        arbitrary points instead of the grid.
-        Returns (B, K, *grid, C), or (B, K, Q, C) with `coords`, as a numpy array.
+        `mode="latent"`: encode once, step the approximator `num_steps` times and decode only the frames asked
+        for (a residual model adds the start state's correction, computed once). `mode="physical"`: decode on the
+        full grid and re-encode after every step. `decode_steps` (1-based, default all) selects the frames.
         """
         if mode not in ("latent", "physical"):
             raise ValueError(f"rollout mode must be 'latent' or 'physical', got {mode!r}")
@@ -236,7 +197,7 @@ class UPT(keras.Model):
         wanted = set(range(1, num_steps + 1) if decode_steps is None else decode_steps)
         if not wanted or min(wanted) < 1 or max(wanted) > num_steps:
             raise ValueError(f"decode_steps must lie in [1, {num_steps}], got {sorted(wanted)}")
-        fields, positions = objective.input_fields(self, inputs)
+        fields, positions = self.split_inputs(inputs)
         frames = []
         with inference_mode():  # no autograd graph across the steps
             z = self.encode(ops.convert_to_tensor(fields, "float32"), positions)
@@ -244,41 +205,46 @@ class UPT(keras.Model):
             for k in range(1, num_steps + 1):
                 z_next = self.step(z)
                 if mode == "physical":
-                    new = self._decode(z_next) + (self.start_correction(fields, z) if self.residual else 0.0)
-                    if k in wanted:
-                        frames.append(new if coords is None else self._decode(z_next, coords) + (
-                            self.start_correction(fields, z, coords) if self.residual else 0.0))
-                    fields, z_next = new, self.encode_grid(new)
+                    if k in wanted and coords is not None:
+                        frames.append(self.predict_from_latents(fields, z, z_next, coords))
+                    fields = self.predict_from_latents(fields, z, z_next)
+                    frames += [fields] if k in wanted and coords is None else []
+                    z_next = self.encode_grid(fields)
                 elif k in wanted:
-                    frames.append(self._decode(z_next, coords) + base)
+                    frames.append(self.decode(z_next, coords) + base)
                 z = z_next
         return np.stack([ops.convert_to_numpy(f) for f in frames], axis=1)
 
-    # ----------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return objective.compute_loss(self, x, y, y_pred, training=training)
+        return self.objective(self, x, y, y_pred, training=training)
 
-    def inverse_losses(self, inputs):
-        """Inverse-encoding and inverse-decoding MSE on the full grid, as floats (`objective.inverse_losses`)."""
-        return objective.inverse_losses(self, inputs)
+    # ------------------------------------------------------------------------------------------------ config
+    def load_own_variables(self, store):
+        o = self.objective
+        own = self._trainable_variables + self._non_trainable_variables
+        if list(store.keys()) and not own:  # a file from before the objective was an object: its variables
+            for i, variable in enumerate((o.inv_enc_weight, o.inv_dec_weight, o.train_step_counter)):
+                variable.assign(store[str(i)])
+            return
+        super().load_own_variables(store)
 
-    @property
-    def metrics(self):
-        return super().metrics + objective.trackers(self)
-
-    # ----------------------------------------------------------------- config
     def get_config(self):
         config = super().get_config()
         config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
-                       for name in ("encoder", "approximator", "decoder")})
+                       for name in ("encoder", "approximator", "decoder", "objective")})
         config.update(dt=self.dt, field_mean=list(self.field_mean), field_std=list(self.field_std),
-                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual,
-                      **objective.settings(self))
+                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual)
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("encoder", "approximator", "decoder"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
+        for key in ("encoder", "approximator", "decoder", "objective"):
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        # files written before the objective was an object of its own hold its settings among the model's
+        legacy = {k: config.pop(k) for k in list(config) if k in OBJECTIVE_KEYS + ("num_queries", "query_strategy",
+                                                                                  "seed")}
+        if legacy:
+            config["objective"] = UPTObjective(**legacy)
         return cls(**config)

@@ -1,37 +1,34 @@
-"""The UPT training objective: forward, inverse-encoding, inverse-decoding, rollout and latent-consistency terms.
+"""The UPT training objective: what `UPT.compute_loss` minimises, as an object of its own.
 
-`UPT.compute_loss` calls `compute_loss(model, ...)`; this module owns every term,
-the query sampling and the trackers. The settings (`TRAINING_DEFAULTS`) are
-attributes of the model, so callbacks, the tuner and `get_config` read them
-there; `configure` validates them and creates the model-owned state.
+`UPTObjective` holds the settings (`objectives.settings.ObjectiveSettings`), the query sampler, the loss weights a
+curriculum may change (model-tracked variables), its own step counter and the trackers. The model holds none of
+them: `UPT(..., objective=UPTObjective(...))`.
 
-Training pairs are `(u_t, u_{t+1})`. `u_t` is what the encoder takes: fields on
-the grid (B, *grid, C) for a grid encoder, or `{"fields": (B, N, C),
-"positions": (B, N, d)}` for a point-cloud encoder. Targets are always on the
-model's output grid: (B, *grid, C), or (B, K, *grid, C) for K-step terms.
+Training pairs are `(u_t, u_{t+1})`. `u_t` is what the encoder takes: fields on the grid (B, *grid, C), or
+`{"fields": (B, N, C), "positions": (B, N, d)}` for a point-cloud encoder. Targets are on the model's output grid:
+(B, *grid, C), or (B, K, *grid, C) for the multi-step terms (`target_steps` frames).
 
-A residual model (`UPT(residual=True)`) predicts `decode(z_next, X) + (u_t(X) - decode(z_t, X))` wherever
-a prediction is compared below (forward, rollout and inverse-decoding terms); gradients reach the decoder through
-both decodes.
+A training step reads the model's latent step (`UPT.call(training=True)`: `z_t = encode(u_t)`, `z_{t+1} =
+step(z_t)`) and draws Q query points (`TrainingPass`); then each term is one function of that pass, weighted and
+summed (`terms`):
+- forward x `forward_loss_weight`: the error of `predict(z_{t+1})` at the Q points, MSE in normalised units or
+  relative L2 (`forward_loss`); with `rollout_loss_steps` K > 1 and K-step targets, the mean over k = 1..K of the
+  same error after k latent steps: "forward" (k = 1) at weight 1/K and "rollout" (k >= 2) at (K - 1)/K.
+- inverse encoding x `inv_enc_weight` (`use_inverse_losses`): MSE(decode(z_t, X_q), u_t(X_q)); a point cloud is
+  decoded at its own points. For a residual model that error is the start correction the prediction already holds.
+- inverse decoding x `inv_dec_weight`: MSE(encode(predict(z_{t+1}) on the grid), sg(z_{t+1})), or, with
+  `inverse_decoding_points="queries"` (point-cloud encoders), re-encoded from the Q points only.
+- latent consistency x `lambda_latent_consistency`: mean over q = 1..M of ||step^q(z_t) - sg(encode(u_t+q))||^2
+  relative to sg(encode(u_t+q))^2 (`latent_consistency_norm="latent"`) or to the latent step (`"step"`).
+A term with a frequency runs on every n-th step only (`ops.cond`: the other steps do not compute it), and an
+inverse term whose weight is 0 is not computed either. Where a prediction is compared, a residual model's
+`decode(z_next) + (u_t - decode(z_t))` is used.
 
-Terms (normalised units, every field alike):
-- forward: MSE(decode(step(encode(u_t)), X_q), u_{t+1}(X_q)) on Q sampled grid points, or with
-  `forward_loss="relative"` the relative L2 error ||pred - u_{t+1}|| / ||u_{t+1}|| per sample and field (physical
-  units, over the Q points); with `rollout_loss_steps` K > 1 the mean over k = 1..K of the same error after k
-  latent steps. Evaluation reports the one-step MSE (`val_forward_loss`) either way.
-- on every `inverse_loss_frequency`-th step when `use_inverse_losses` and a weight is > 0:
-  - inverse encoding x `inv_enc_weight`: MSE(decode(encode(u_t), X_q), u_t(X_q)) (for a point
-    cloud: at its own points),
-  - inverse decoding x `inv_dec_weight`: MSE(encode(decode(z_{t+1}, X)), stop_gradient(z_{t+1})), with X the
-    full grid (`inverse_decoding_points="all"`) or, for a point-cloud encoder, only the Q sampled points
-    (`"queries"`: the encoder re-encodes the decoded field from those Q points).
-  On an inverse step the next-step latent is decoded once on X and serves both the forward and the
-  inverse-decoding term; on other steps the inverse terms are not computed at all, nor is the inverse
-  decoding's encoding while its weight is 0 (it is then reported as 0).
-- latent consistency x `lambda_latent_consistency`, on every `latent_consistency_frequency`-th step: mean over q = 1..M of
-  ||step^q(z_t) - sg(encode(u_t+q))||^2 / mean(sg(encode(u_t+q))^2) (`latent_consistency_norm="latent"`),
-  or / mean(sg(encode(u_t+q) - z_t)^2), the error of the identity (`"step"`).
+Evaluation (`training=False`) reports the one-step MSE on the full grid (`val_forward_loss`, the loss); with
+`evaluation_terms="all"` the other terms too, on the full grid, without adding them to the loss.
 """
+
+from typing import Callable, NamedTuple
 
 import keras
 from keras import ops
@@ -40,343 +37,327 @@ from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
 from upt_keras.objectives.losses import field_mse, field_relative_l2, latent_mse
 from upt_keras.objectives.sampling import QuerySampler
+from upt_keras.objectives.settings import OBJECTIVE_KEYS, ObjectiveSettings
+from upt_keras.schema import ConfigError, validated
 
-TRAINING_DEFAULTS = dict(
-    use_inverse_losses=False,
-    lambda_inv_enc=0.01,
-    lambda_inv_dec=0.01,
-    inverse_loss_frequency=1,
-    num_queries=None,
-    query_strategy="uniform",
-    seed=None,
-    forward_loss_weight=1.0,
-    rollout_loss_steps=1,
-    lambda_latent_consistency=0.0,
-    latent_consistency_steps=1,
-    latent_noise=0.0,
-    inverse_decoding_points="all",
-    latent_consistency_norm="latent",
-    latent_consistency_frequency=1,
-    forward_loss="mse",
-)
+PACKAGE = "upt_keras"
 
 
-def configure(model, **settings):
-    """Validates the training settings (keys of `TRAINING_DEFAULTS`), sets them on `model`, creates its state."""
-    s = dict(TRAINING_DEFAULTS, **settings)
-    for name in ("lambda_inv_enc", "lambda_inv_dec", "forward_loss_weight", "lambda_latent_consistency",
-                 "latent_noise"):
-        if s[name] < 0:
-            raise ValueError(f"{name} must be >= 0, got {s[name]}")
-        s[name] = float(s[name])
-    for name in ("inverse_loss_frequency", "rollout_loss_steps", "latent_consistency_steps",
-                 "latent_consistency_frequency"):
-        if int(s[name]) < 1:
-            raise ValueError(f"{name} must be >= 1, got {s[name]}")
-        s[name] = int(s[name])
-    s["use_inverse_losses"] = bool(s["use_inverse_losses"])
-    if s["inverse_decoding_points"] not in ("all", "queries"):
-        raise ValueError(f"inverse_decoding_points must be 'all' or 'queries', got {s['inverse_decoding_points']!r}")
-    if s["forward_loss"] not in ("mse", "relative"):
-        raise ValueError(f"forward_loss must be 'mse' or 'relative', got {s['forward_loss']!r}")
-    if s["latent_consistency_norm"] not in ("latent", "step"):
-        raise ValueError(f"latent_consistency_norm must be 'latent' or 'step', got {s['latent_consistency_norm']!r}")
-    if s["inverse_decoding_points"] == "queries" and model.encoder.input_kind != "points":
-        raise ValueError("inverse_decoding_points='queries' re-encodes the decoded field from the Q sampled points, "
-                         "which needs a point-cloud encoder; a grid encoder re-encodes the full grid ('all')")
-    if (s["inverse_decoding_points"] == "queries" and s["num_queries"] is not None
-            and s["num_queries"] < getattr(model.encoder, "num_supernodes", 0)):
-        raise ValueError(f"inverse_decoding_points='queries' needs num_queries >= the encoder's num_supernodes="
-                         f"{model.encoder.num_supernodes}, got num_queries={s['num_queries']}")
-    for name, value in s.items():
-        setattr(model, name, value)
-    # Frames per training target: K-step targets (B, K, *grid, C) when either multi-step term needs them.
-    model.target_steps = max(model.rollout_loss_steps, model.latent_consistency_steps)
-    if model.latent_noise > 0:
-        model.noise_seed = keras.random.SeedGenerator(model.seed, name="latent_noise_seed")
-    model.query_sampler = QuerySampler(model.grid_shape, model.num_queries, model.query_strategy, seed=model.seed,
-                                       name="queries")
-    # Effective inverse-loss weights and an own step counter: model-owned variables, so callbacks and compiled
-    # steps see the same values.
-    model.inv_enc_weight = model.add_weight(
-        shape=(), initializer=keras.initializers.Constant(model.lambda_inv_enc), trainable=False,
-        name="inv_enc_weight", dtype="float32",
-    )
-    model.inv_dec_weight = model.add_weight(
-        shape=(), initializer=keras.initializers.Constant(model.lambda_inv_dec), trainable=False,
-        name="inv_dec_weight", dtype="float32",
-    )
-    model.train_step_counter = model.add_weight(
-        shape=(), initializer="zeros", trainable=False, name="train_step_counter", dtype="int32"
-    )
-    model.forward_loss_tracker = keras.metrics.Mean(name="forward_loss")
-    if model.lambda_latent_consistency > 0:
-        model.consistency_tracker = keras.metrics.Mean(name="consistency_loss")
-    if model.rollout_loss_steps > 1:  # mean MSE of the latent steps 2..K
-        model.rollout_loss_tracker = keras.metrics.Mean(name="rollout_loss")
-    if model.use_inverse_losses:
-        model.inv_enc_tracker = keras.metrics.Mean(name="inv_enc_loss")
-        model.inv_dec_tracker = keras.metrics.Mean(name="inv_dec_loss")
-        model.inv_enc_weight_tracker = keras.metrics.Mean(name="lambda_inv_enc")
-        model.inv_dec_weight_tracker = keras.metrics.Mean(name="lambda_inv_dec")
+class Term(NamedTuple):
+    """One weighted term of the loss: `weight * compute(pass)` on every `frequency`-th step."""
+
+    name: str  # its tracker reads "<name>_loss"
+    weight: object  # a float, or a variable a curriculum sets (a term at weight 0 is skipped)
+    compute: Callable
+    frequency: int = 1
 
 
-def settings(model):
-    """The training settings of `model`, as `configure` takes them (for `get_config`)."""
-    return {name: getattr(model, name) for name in TRAINING_DEFAULTS}
+class TrainingPass(NamedTuple):
+    """What one training step computes once and every term reads."""
+
+    fields: object  # u_t as the encoder takes it
+    positions: object  # (B, N, d) for a point cloud, else None
+    targets: list  # [u_t+1, u_t+2, ...] on the grid
+    z: object  # encode(u_t)
+    z_next: object  # step(z_t) (of the noised z_t with latent_noise)
+    idx: object  # (Q,) sampled grid indices, or None: every point
+    coords: object  # (Q, d) the sampled points
+    correction: object  # a residual model's u_t - decode(z_t) at the points (else 0.0)
 
 
-def trackers(model):
-    """The objective's metrics, in the order the progress bar shows them."""
-    out = [model.forward_loss_tracker]
-    if model.lambda_latent_consistency > 0:
-        out.append(model.consistency_tracker)
-    if model.rollout_loss_steps > 1:
-        out.append(model.rollout_loss_tracker)
-    if model.use_inverse_losses:
-        out += [model.inv_enc_tracker, model.inv_dec_tracker, model.inv_enc_weight_tracker,
-                model.inv_dec_weight_tracker]
-    return out
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class UPTObjective(keras.layers.Layer):
+    """The weighted sum of the forward, rollout, inverse and consistency terms (see the module docstring).
 
+    Args: the keys of `ObjectiveSettings` (each checked there), and
+        num_queries: int or None, the Q grid points each training step decodes (None: every point).
+        query_strategy: "uniform" or "stratified" (`QuerySampler`).
+        seed: int or None, for the query sampling and the latent noise.
 
-def input_fields(model, x):
-    """(fields, positions) of the model input: positions is None for a grid encoder."""
-    if isinstance(x, dict):
-        return x["fields"], x.get("positions")
-    return x, None
+    Example:
+    >>> objective = UPTObjective(use_inverse_losses=True, lambda_inv_enc=0.01, num_queries=2048)
+    >>> model = UPT.from_preset("b64", objective=objective)
+    """
 
+    def __init__(self, num_queries=None, query_strategy="uniform", seed=None, **settings):
+        layer_kwargs = {k: settings.pop(k) for k in list(settings) if k not in OBJECTIVE_KEYS}
+        super().__init__(**layer_kwargs)
+        try:
+            self.settings = validated(ObjectiveSettings, settings)
+        except ConfigError as exc:
+            raise ValueError(f"UPTObjective: {exc}") from None
+        for name in OBJECTIVE_KEYS:
+            setattr(self, name, getattr(self.settings, name))
+        self.num_queries, self.query_strategy, self.seed = num_queries, query_strategy, seed
+        self.target_steps = self.settings.target_steps
+        self.query_sampler = None  # made by `attach`, which knows the grid
+        # The weights a curriculum sets and an own step counter: variables, so that compiled steps (and JAX) see
+        # the values callbacks assign; the model tracks them through this layer.
+        self.inv_enc_weight = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.lambda_inv_enc),
+                                              trainable=False, name="inv_enc_weight", dtype="float32")
+        self.inv_dec_weight = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.lambda_inv_dec),
+                                              trainable=False, name="inv_dec_weight", dtype="float32")
+        self.train_step_counter = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                                  name="train_step_counter", dtype="int32")
+        if self.latent_noise > 0:
+            self.noise_seed = keras.random.SeedGenerator(seed, name="latent_noise_seed")
+        self.trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self._term_names()}
+        if self.use_inverse_losses:
+            self.trackers.update({f"lambda_{name}": keras.metrics.Mean(name=f"lambda_{name}")
+                                  for name in ("inv_enc", "inv_dec")})
+        self.built = True
 
-def compute_loss(model, x, y, y_pred, training=True):
-    fields, positions = input_fields(model, x)
-    _, std = model.field_stats()
-    y, later = split_targets(model, y)
-    if not training:  # evaluation: y_pred is the full-grid one-step prediction
-        return _evaluation_loss(model, fields, positions, y, later, y_pred, std)
+    def _term_names(self):
+        names = ["forward"] + (["rollout"] if self.rollout_loss_steps > 1 else [])
+        names += ["inv_enc", "inv_dec"] if self.use_inverse_losses else []
+        return names + (["consistency"] if self.lambda_latent_consistency > 0 else [])
 
-    z, z_next = y_pred["z"], y_pred["z_next"]
-    batch = ops.shape(fields)[0]
-    u_next = ops.reshape(y, (batch, model.num_points, model.num_fields))
-    coords = ops.convert_to_tensor(model.grid_coords)
-    idx = model.query_sampler.sample()  # (Q,) grid indices, or None = every point
-    coords_q = coords if idx is None else ops.take(coords, idx, axis=0)
-    u_next_q = u_next if idx is None else ops.take(u_next, idx, axis=1)
-    correction_q = start_correction(model, z, fields, idx, coords_q)
+    def attach(self, model):
+        """Checks the settings against `model` and draws query points on its grid. `UPT.__init__` calls it."""
+        points = model.encoder.input_kind == "points"
+        if self.inverse_decoding_points == "queries" and not points:
+            raise ValueError("inverse_decoding_points='queries' re-encodes the decoded field from the Q sampled "
+                             "points, which needs a point-cloud encoder; a grid encoder re-encodes the full grid "
+                             "('all')")
+        if self.inverse_decoding_points == "queries" and (self.num_queries or 0) < model.encoder.num_supernodes:
+            raise ValueError(f"inverse_decoding_points='queries' needs num_queries >= the encoder's num_supernodes="
+                             f"{model.encoder.num_supernodes}, got num_queries={self.num_queries}")
+        if self.query_sampler is None:
+            self.query_sampler = QuerySampler(model.grid_shape, self.num_queries, self.query_strategy, seed=self.seed,
+                                              name="queries")
 
-    def forward_only():
-        forward = forward_error(model, model._decode(z_next, coords_q) + correction_q, u_next_q, std)
-        return forward, ops.zeros((), "float32"), ops.zeros((), "float32")
+    def set_inverse_weights(self, lambda_inv_enc, lambda_inv_dec):
+        """New base inverse-loss weights (a tuner trial's): the settings and the weight variables."""
+        self.settings.lambda_inv_enc, self.settings.lambda_inv_dec = float(lambda_inv_enc), float(lambda_inv_dec)
+        self.lambda_inv_enc, self.lambda_inv_dec = self.settings.lambda_inv_enc, self.settings.lambda_inv_dec
+        self.inv_enc_weight.assign(self.lambda_inv_enc)
+        self.inv_dec_weight.assign(self.lambda_inv_dec)
 
-    def with_inverse():
-        if model.residual:  # the correction is u_t - decode(z_t) at the sampled points: the inverse encoding's error
-            inv_enc = ops.mean(ops.square(correction_q / std))
-        else:
-            inv_enc = _inverse_encoding(model, z, fields, positions, idx, coords_q, std)
-        if model.inverse_decoding_points == "queries":  # decode and re-encode the Q sampled points only
-            pred_q = model._decode(z_next, coords_q)  # (B, Q, C), physical
-            where = ops.broadcast_to(ops.cast(coords_q, "float32")[None], (batch,) + tuple(coords_q.shape))
-            inv_dec = _if_weighted(model.inv_dec_weight,
-                                   lambda: latent_mse(model.encode(pred_q, where), ops.stop_gradient(z_next)))
-            return forward_error(model, pred_q, u_next_q, std), inv_enc, inv_dec
-        # Decode the next latent once on the full grid: it serves the forward loss (at the sampled points)
-        # and the inverse decoding (re-encoded).
-        u_next_pred = model._decode(z_next, coords)  # (B, N, C), physical
-        if model.residual:  # every point a query: the correction at the queries is the full grid's
-            u_next_pred = u_next_pred + (correction_q if idx is None else start_correction(model, z, fields, None,
-                                                                                            coords))
-        pred_q = u_next_pred if idx is None else ops.take(u_next_pred, idx, axis=1)
-        forward = forward_error(model, pred_q, u_next_q, std)
-        inv_dec = _if_weighted(model.inv_dec_weight,
-                               lambda: latent_mse(model.encode_grid(u_next_pred), ops.stop_gradient(z_next)))
-        return forward, inv_enc, inv_dec
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
 
-    if not model.use_inverse_losses:
-        forward = forward_only()[0]
-        total = model.forward_loss_weight * rollout_term(model, forward, z_next, later, idx, coords_q, std,
-                                                         correction_q)
-    else:
-        w_enc, w_dec = model.inv_enc_weight, model.inv_dec_weight
-        on = ops.logical_and(
-            on_this_step(model, model.inverse_loss_frequency),
-            ops.greater(w_enc + w_dec, 0.0),
-        )
-        forward, inv_enc, inv_dec = ops.cond(on, with_inverse, forward_only)
-        fwd = rollout_term(model, forward, z_next, later, idx, coords_q, std, correction_q)
-        total = model.forward_loss_weight * fwd + w_enc * inv_enc + w_dec * inv_dec
-        on_weight = ops.cast(on, "float32")
-        model.inv_enc_tracker.update_state(inv_enc, sample_weight=on_weight)
-        model.inv_dec_tracker.update_state(inv_dec, sample_weight=on_weight)
-        model.inv_enc_weight_tracker.update_state(w_enc)
-        model.inv_dec_weight_tracker.update_state(w_dec)
-    if model.lambda_latent_consistency > 0:
-        def consistency():
-            # under "step" the approximator alone: it steps the constant sg(z_t) once more (see consistency_term)
-            first = (model.step(ops.stop_gradient(ops.cast(z, "float32")))
-                     if model.latent_consistency_norm == "step" else z_next)
-            return consistency_term(model, z, first, y, later)
+    def terms(self, model, p):
+        """The weighted terms of the training step `p`, in the order they are summed and shown."""
+        # the forward weight spread evenly over the K steps the targets hold: step 1, and steps 2..K as "rollout"
+        steps, weight = len(p.targets[: self.rollout_loss_steps]), self.forward_loss_weight
+        out = [Term("forward", weight / steps, lambda p: self.forward_term(model, p))]
+        if steps > 1:
+            out.append(Term("rollout", weight * (steps - 1) / steps, lambda p: self.rollout_term(model, p)))
+        if self.use_inverse_losses:
+            out += [Term("inv_enc", self.inv_enc_weight, lambda p: self.inverse_encoding(model, p),
+                         self.inverse_loss_frequency),
+                    Term("inv_dec", self.inv_dec_weight, lambda p: self.inverse_decoding(model, p),
+                         self.inverse_loss_frequency)]
+        if self.lambda_latent_consistency > 0:
+            out.append(Term("consistency", self.lambda_latent_consistency, lambda p: self.consistency_step(model, p),
+                            self.latent_consistency_frequency))
+        return out
 
-        if model.latent_consistency_frequency == 1:
-            consistency, on = consistency(), 1.0
-        else:  # every frequency-th step only: the other steps skip its encoding and approximator pass
-            on = on_this_step(model, model.latent_consistency_frequency)
-            consistency = ops.cond(on, consistency, lambda: ops.zeros((), "float32"))
-            on = ops.cast(on, "float32")
-        model.consistency_tracker.update_state(consistency, sample_weight=on)
-        total = total + model.lambda_latent_consistency * consistency
-    model.train_step_counter.assign_add(1)
-    model.forward_loss_tracker.update_state(forward)
-    return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
+    # ------------------------------------------------------------------------------------------------ the loss
+    def __call__(self, model, x, y, y_pred=None, training=True):
+        return self.compute_loss(model, x, y, y_pred, training)
 
+    def compute_loss(self, model, x, y, y_pred=None, training=True):
+        """The loss of a batch. `y_pred` is the model's output: the latent step `{"z", "z_next"}` while training,
+        the one-step prediction on the grid in evaluation."""
+        if not training:
+            return self.evaluation_loss(model, x, y, y_pred)
+        p = self.training_pass(model, x, y, y_pred)
+        total = ops.zeros((), "float32")
+        for term in self.terms(model, p):
+            value, on = self._run(term, p)
+            self.trackers[term.name].update_state(value, sample_weight=on)
+            total = total + ops.cast(term.weight, "float32") * value
+        if self.use_inverse_losses:
+            self.trackers["lambda_inv_enc"].update_state(self.inv_enc_weight)
+            self.trackers["lambda_inv_dec"].update_state(self.inv_dec_weight)
+        self.train_step_counter.assign_add(1)
+        return scale_loss_for_replicas(total)  # per-replica mean -> share of the global loss under tf.distribute
 
-def _if_weighted(weight, term):
-    """`term()` while `weight` > 0, else 0 without computing it (an inverse term whose weight is 0 costs nothing)."""
-    return ops.cond(ops.greater(weight, 0.0), term, lambda: ops.zeros((), "float32"))
+    def _run(self, term, p):
+        """(value, 1.0 when computed this step); a term on a frequency, or with a variable weight, sits in a cond."""
+        variable_weight = not isinstance(term.weight, (int, float))
+        if term.frequency == 1 and not variable_weight:
+            return term.compute(p), 1.0
+        on = self.on_this_step(term.frequency)
+        if variable_weight:
+            on = ops.logical_and(on, ops.greater(term.weight, 0.0))
+        return ops.cond(on, lambda: term.compute(p), lambda: ops.zeros((), "float32")), ops.cast(on, "float32")
 
+    def on_this_step(self, frequency):
+        """Whether a term on every `frequency`-th step runs on this training step (a boolean tensor)."""
+        return ops.equal(ops.mod(self.train_step_counter, frequency), 0)
 
-def on_this_step(model, frequency):
-    """Whether a term on every `frequency`-th step runs on this training step (a boolean tensor)."""
-    return ops.equal(ops.mod(model.train_step_counter, frequency), 0)
-
-
-def forward_error(model, pred, target, std):
-    """The forward term's error of predicted physical fields: `field_mse` in normalised units (`forward_loss="mse"`)
-    or the relative L2 error per sample (`"relative"`, PDEBench's nRMSE as a loss)."""
-    if model.forward_loss == "relative":
-        return field_relative_l2(pred, target)
-    return field_mse(pred, target, std)
-
-
-def start_correction(model, z, fields, idx, coords_q):
-    """A residual model's `u_t - decode(z_t)` at the sampled grid points `idx` (None: all), or 0.0."""
-    if not model.residual:
-        return 0.0
-    if idx is None:  # every grid point a query, in grid order: the model's correction on the grid, flattened
-        correction = model.start_correction(fields, z)
-        return ops.reshape(correction, (ops.shape(fields)[0], model.num_points, model.num_fields))
-    return model.start_correction(fields, z, coords_q, idx=idx)
-
-
-def _inverse_encoding(model, z, fields, positions, idx, coords_q, std):
-    """MSE of the decoded input: at the sampled grid points (grid input) or at the input's own points."""
-    if positions is None:
-        u_t = ops.reshape(fields, (ops.shape(fields)[0], model.num_points, model.num_fields))
-        return field_mse(model._decode(z, coords_q), u_t if idx is None else ops.take(u_t, idx, axis=1), std)
-    return field_mse(model._decode(z, positions), fields, std)
-
-
-def _evaluation_loss(model, fields, positions, y, later, y_pred, std):
-    forward = field_mse(y_pred, y, std)
-    model.forward_loss_tracker.update_state(forward)
-    rollout = bool(later) and model.rollout_loss_steps > 1
-    if not (model.use_inverse_losses or rollout or model.lambda_latent_consistency > 0):
-        return scale_loss_for_replicas(forward)
-    # the terms below are reported, not added to the loss; they share one encoding and one latent step
-    z = model.encode(fields, positions)
-    z_next = model.step(z)
-    if model.use_inverse_losses:  # on the full grid
-        model.inv_enc_tracker.update_state(_inverse_encoding(model, z, fields, positions, None, model.grid_coords,
-                                                             std))
-        model.inv_dec_tracker.update_state(latent_mse(model.encode_grid(y_pred), z_next))
-        model.inv_enc_weight_tracker.update_state(model.inv_enc_weight)
-        model.inv_dec_weight_tracker.update_state(model.inv_dec_weight)
-    if rollout:  # the latent rollout error of steps 2..K, on the full grid
+    def training_pass(self, model, x, y, latents):
+        """The pass every term reads, from the model's training output `latents` = `{"z", "z_next"}`."""
+        fields, positions = model.split_inputs(x)
+        first, later = self.split_targets(model, y)
+        z, z_next = latents["z"], latents["z_next"]
+        if self.latent_noise > 0:
+            # Noise on the approximator's input, relative to the latent's RMS: the approximator learns to step
+            # latents a little off the encoder's range, as its own outputs are in a latent rollout.
+            rms = ops.sqrt(ops.mean(ops.square(ops.stop_gradient(ops.cast(z, "float32")))))
+            noise = keras.random.normal(ops.shape(z), seed=self.noise_seed, dtype="float32") * rms * self.latent_noise
+            z_next = model.step(z + ops.cast(noise, z.dtype))
+        idx = self.query_sampler.sample()  # (Q,) grid indices, or None = every point
         coords = ops.convert_to_tensor(model.grid_coords)
-        rollout_term(model, forward, z_next, later, None, coords, std,
-                     start_correction(model, z, fields, None, coords))
-    if model.lambda_latent_consistency > 0:
-        model.consistency_tracker.update_state(consistency_term(model, z, z_next, y, later))
-    return scale_loss_for_replicas(forward)
+        coords = coords if idx is None else ops.take(coords, idx, axis=0)
+        correction = 0.0
+        if model.residual:  # on the grid points: u_t is read there, not interpolated
+            correction = model.start_correction(fields, z, None if idx is None else coords, idx=idx, flat=True)
+        return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction)
 
+    # ------------------------------------------------------------------------------------------------ the terms
+    def error(self, model, pred, target):
+        """The forward term's error of physical fields: `field_mse` in normalised units (`forward_loss="mse"`) or
+        the relative L2 error per sample (`"relative"`, PDEBench's nRMSE as a loss)."""
+        if self.forward_loss == "relative":
+            return field_relative_l2(pred, target)
+        return field_mse(pred, target, model.field_stats()[1])
 
-def consistency_term(model, z, z_next, target, later=()):
-    """Latent consistency: mean over q = 1..M of ||step^q(z_t) - sg(z*_t+q)||^2 / a constant norm.
+    def at_points(self, model, frame, idx):
+        """A grid frame (B, *grid, C) as (B, Q, C) at the flat grid indices `idx` (None: every point)."""
+        flat = ops.reshape(frame, (ops.shape(frame)[0], model.num_points, model.num_fields))
+        return flat if idx is None else ops.take(flat, idx, axis=1)
 
-    `z*_t+q = encode(u_t+q)` (the frames are on the output grid). The approximator's output is pulled onto the
-    encoding of the true next frame(s), so a latent rollout stays where the encoder would put the physical one;
-    with M = `latent_consistency_steps` > 1 it also learns to step on its own outputs, at the cost of M
-    approximator steps and M encodings (no decoding). The targets are constants (no gradient). The error is
-    relative, so the encoder cannot shrink the term by shrinking its latents: to the target's second moment
-    (`latent_consistency_norm="latent"`, LE-PDE's), or to the latent displacement ||sg(z*_t+q - z_t)||^2, the
-    error of an approximator that does not move (`"step"`). Latents change little per step against their size
-    (a few per cent on Burgers), so under "latent" an approximator that learned no dynamics already scores ~1e-3;
-    under "step" it scores 1.
+    def forward_term(self, model, p):
+        """The one-step error at the sampled points."""
+        pred = model.decode(p.z_next, p.coords, gradients=True) + p.correction
+        return self.error(model, pred, self.at_points(model, p.targets[0], p.idx))
 
-    `z_next` is the first step the term compares. In training, under "latent" it is the forward pass's
-    `step(z_t)`, so the term's gradient reaches the approximator and, through `z_t`, the encoder; under "step"
-    `compute_loss` passes `step(sg(z_t))` (one more approximator pass) and the term trains the approximator only.
-    Sharing the forward pass there (encoder in the term too) diverged on both benchmark sets
-    (benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values.
-    """
-    z_start = ops.stop_gradient(ops.cast(z, "float32"))
+    def rollout_term(self, model, p):
+        """The mean error of latent steps 2..K at the sampled points (`rollout_loss_steps` K)."""
+        errors, z = [], p.z_next
+        for target in p.targets[1: self.rollout_loss_steps]:
+            z = model.step(z)
+            pred = model.decode(z, p.coords, gradients=True) + p.correction
+            errors.append(self.error(model, pred, self.at_points(model, target, p.idx)))
+        return ops.mean(ops.stack(errors))
 
-    def one(zq, frame):
-        z_target = ops.stop_gradient(ops.cast(model.encode_grid(frame), "float32"))
-        err = ops.mean(ops.square(ops.cast(zq, "float32") - z_target))
-        reference = z_target if model.latent_consistency_norm == "latent" else z_target - z_start
-        return err / (ops.mean(ops.square(reference)) + 1e-12)
+    def inverse_encoding(self, model, p):
+        std = model.field_stats()[1]
+        if model.residual:  # u_t - decode(z_t) at the sampled points is the reconstruction error itself
+            return ops.mean(ops.square(p.correction / std))
+        if p.positions is not None:  # a point cloud, decoded at its own points
+            return field_mse(model.decode(p.z, p.positions, gradients=True), p.fields, std)
+        return field_mse(model.decode(p.z, p.coords, gradients=True), self.at_points(model, p.fields, p.idx), std)
 
-    terms, zq = [one(z_next, target)], z_next
-    for frame in list(later)[: model.latent_consistency_steps - 1]:
-        zq = model.step(zq)
-        terms.append(one(zq, frame))
-    return terms[0] if len(terms) == 1 else ops.mean(ops.stack(terms))
+    def inverse_decoding(self, model, p):
+        if self.inverse_decoding_points == "queries":  # decode and re-encode the Q sampled points only
+            pred = model.decode(p.z_next, p.coords, gradients=True)
+            where = ops.broadcast_to(ops.cast(p.coords, "float32")[None], ops.shape(pred)[:2] + (len(model.grid_shape),))
+            return latent_mse(model.encode(pred, where), ops.stop_gradient(p.z_next))
+        pred = model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)  # the full grid
+        return latent_mse(model.encode_grid(pred), ops.stop_gradient(p.z_next))
 
+    def consistency_step(self, model, p):
+        # under "step" the approximator alone: it steps the constant sg(z_t) once more (see `consistency`)
+        first = (model.step(ops.stop_gradient(ops.cast(p.z, "float32")))
+                 if self.latent_consistency_norm == "step" else p.z_next)
+        return self.consistency(model, p.z, first, p.targets[0], p.targets[1:])
 
-def split_targets(model, y):
-    """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C) targets."""
-    grid_rank = len(model.grid_shape)
-    # TensorShape.rank is None after a TensorFlow retrace on a new target shape.
-    rank = y.shape.rank if hasattr(y.shape, "rank") else len(y.shape)
-    if rank is None:
-        if model.target_steps == 1:
+    def consistency(self, model, z, z_next, target, later=()):
+        """Latent consistency: mean over q = 1..M of ||step^q(z_t) - sg(z*_t+q)||^2 / a constant norm.
+
+        `z*_t+q = encode(u_t+q)`. The approximator's output is pulled onto the encoding of the true next frame(s),
+        so a latent rollout stays where the encoder would put the physical one; with M = `latent_consistency_steps`
+        > 1 it also learns to step on its own outputs (M approximator steps and M encodings, no decoding). The
+        error is relative, so the encoder cannot shrink the term by shrinking its latents: to the target's second
+        moment (`latent_consistency_norm="latent"`, LE-PDE's), or to the latent displacement ||sg(z*_t+q - z_t)||^2,
+        the error of an approximator that does not move (`"step"`). Latents change little per step against their
+        size (a few per cent on Burgers), so under "latent" an approximator that learned no dynamics already scores
+        ~1e-3; under "step" it scores 1.
+
+        In training, under "latent" `z_next` is the forward pass's `step(z_t)`, so the gradient reaches the
+        approximator and, through `z_t`, the encoder; under "step" it is `step(sg(z_t))` and the term trains the
+        approximator only (sharing the forward pass there diverged on both benchmark sets,
+        benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values.
+        """
+        z_start = ops.stop_gradient(ops.cast(z, "float32"))
+
+        def one(zq, frame):
+            z_target = ops.stop_gradient(ops.cast(model.encode_grid(frame), "float32"))
+            err = ops.mean(ops.square(ops.cast(zq, "float32") - z_target))
+            reference = z_target if self.latent_consistency_norm == "latent" else z_target - z_start
+            return err / (ops.mean(ops.square(reference)) + 1e-12)
+
+        terms, zq = [one(z_next, target)], z_next
+        for frame in list(later)[: self.latent_consistency_steps - 1]:
+            zq = model.step(zq)
+            terms.append(one(zq, frame))
+        return terms[0] if len(terms) == 1 else ops.mean(ops.stack(terms))
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def evaluation_loss(self, model, x, y, y_pred):
+        """The one-step MSE on the full grid (the loss); every other term reported beside it when asked for."""
+        std = model.field_stats()[1]
+        first, later = self.split_targets(model, y)
+        forward = field_mse(y_pred, first, std)
+        self.trackers["forward"].update_state(forward)
+        if self.evaluation_terms == "all" and len(self.trackers) > 1:
+            fields, positions = model.split_inputs(x)
+            z = model.encode(fields, positions)  # the terms below share one encoding and one latent step
+            p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None,
+                             ops.convert_to_tensor(model.grid_coords), 0.0)
+            if model.residual:
+                p = p._replace(correction=model.start_correction(fields, z, flat=True))
+            if self.rollout_loss_steps > 1 and later:
+                self.trackers["rollout"].update_state(self.rollout_term(model, p))
+            if self.use_inverse_losses:
+                self.trackers["inv_enc"].update_state(self.inverse_encoding(model, p))
+                self.trackers["inv_dec"].update_state(latent_mse(model.encode_grid(y_pred), p.z_next))
+                self.trackers["lambda_inv_enc"].update_state(self.inv_enc_weight)
+                self.trackers["lambda_inv_dec"].update_state(self.inv_dec_weight)
+            if self.lambda_latent_consistency > 0:
+                self.trackers["consistency"].update_state(self.consistency(model, z, p.z_next, first, later))
+        return scale_loss_for_replicas(forward)
+
+    def inverse_losses(self, model, inputs):
+        """Inverse-encoding and inverse-decoding MSE on the full grid, as floats (for evaluation reports)."""
+        with inference_mode():
+            fields, positions = model.split_inputs(inputs)
+            fields = ops.convert_to_tensor(fields, "float32")
+            z = model.encode(fields, positions)
+            coords = ops.convert_to_tensor(model.grid_coords)
+            correction = model.start_correction(fields, z, flat=True) if model.residual else 0.0
+            p = TrainingPass(fields, positions, [], z, model.step(z), None, coords, correction)
+            inv_enc = self.inverse_encoding(model, p)
+            inv_dec = latent_mse(model.encode_grid(model.predict_from_latents(fields, z, p.z_next)), p.z_next)
+        return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
+                "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}
+
+    def split_targets(self, model, y):
+        """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C)."""
+        grid_rank = len(model.grid_shape)
+        # TensorShape.rank is None after a TensorFlow retrace on a new target shape.
+        rank = y.shape.rank if hasattr(y.shape, "rank") else len(y.shape)
+        if rank is None:
+            if self.target_steps == 1:
+                return y, []
+            raise ValueError(
+                "targets of unknown rank: TensorFlow retraced the compiled step for targets of another shape; with "
+                "K-step targets keep one target shape per compiled model (or call compile() again)"
+            )
+        if rank == grid_rank + 2:
             return y, []
-        raise ValueError(
-            "targets of unknown rank: TensorFlow retraced the compiled step for targets of another shape; with "
-            "K-step targets keep one target shape per compiled model (or call compile() again)"
-        )
-    if rank == grid_rank + 2:
-        return y, []
-    if rank != grid_rank + 3 or y.shape[1] != model.target_steps:
-        raise ValueError(
-            f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, *{model.grid_shape}, "
-            f"{model.num_fields}) or, with rollout_loss_steps={model.rollout_loss_steps} and "
-            f"latent_consistency_steps={model.latent_consistency_steps}, "
-            f"(B, {model.target_steps}, *{model.grid_shape}, {model.num_fields})"
-        )
-    return y[:, 0], [y[:, k] for k in range(1, model.target_steps)]
+        if rank != grid_rank + 3 or y.shape[1] != self.target_steps:
+            raise ValueError(
+                f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, *{model.grid_shape}, "
+                f"{model.num_fields}) or, with rollout_loss_steps={self.rollout_loss_steps} and "
+                f"latent_consistency_steps={self.latent_consistency_steps}, "
+                f"(B, {self.target_steps}, *{model.grid_shape}, {model.num_fields})"
+            )
+        return y[:, 0], [y[:, k] for k in range(1, self.target_steps)]
 
+    # ------------------------------------------------------------------------------------------------ config
+    def load_own_variables(self, store):
+        if not list(store.keys()):  # a file from before the objective was an object (`UPT.load_own_variables`)
+            return
+        super().load_own_variables(store)
 
-def rollout_term(model, forward, z_next, later, idx, coords_q, std, correction=0.0):
-    """The forward term: the one-step MSE, averaged with the MSE of latent steps 2..K when targets are K-step.
-
-    `correction` is added to every decoded step (a residual model's `start_correction`).
-    """
-    later = list(later)[: model.rollout_loss_steps - 1]
-    if not later:
-        return forward
-    z, extra = z_next, []
-    for target in later:
-        z = model.step(z)
-        target = ops.reshape(target, (ops.shape(target)[0], model.num_points, model.num_fields))
-        if idx is not None:
-            target = ops.take(target, idx, axis=1)
-        extra.append(forward_error(model, model._decode(z, coords_q) + correction, target, std))
-    later_mean = ops.mean(ops.stack(extra))
-    model.rollout_loss_tracker.update_state(later_mean)
-    return (forward + later_mean * len(later)) / (len(later) + 1)
-
-
-def inverse_losses(model, inputs):
-    """Inverse-encoding and inverse-decoding MSE on the full grid, as floats (for evaluation)."""
-    _, std = model.field_stats()
-    with inference_mode():
-        fields, positions = input_fields(model, inputs)
-        fields = ops.convert_to_tensor(fields, "float32")
-        z = model.encode(fields, positions)
-        z_next = model.step(z)
-        inv_enc = _inverse_encoding(model, z, fields, positions, None, model.grid_coords, std)
-        decoded = model._decode(z_next)
-        if model.residual:
-            decoded = decoded + model.start_correction(fields, z)
-        inv_dec = latent_mse(model.encode_grid(decoded), z_next)
-    return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
-            "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}
+    def get_config(self):
+        config = super().get_config()
+        config.update(self.settings.model_dump(), num_queries=self.num_queries, query_strategy=self.query_strategy,
+                      seed=self.seed)
+        return config

@@ -35,14 +35,14 @@ class InverseLossCurriculum(keras.callbacks.Callback):
     |--------|-----|-----|-------|-------|-------|-------|-------|
     | weight | 0   | 0   | 0.002 | 0.004 | 0.006 | 0.008 | 0.01  |
 
-    The weights live in non-trainable variables owned by the model
-    (`model.inv_enc_weight`, `model.inv_dec_weight`) and are written through
+    The weights live in non-trainable variables of the model's objective
+    (`model.objective.inv_enc_weight`, `inv_dec_weight`, tracked by the model) and are written through
     `self.model`, so the schedule takes effect inside compiled steps and on JAX.
     While a weight is 0, the model skips computing that step's inverse terms.
 
     Args:
-        lambda_inv_enc: base weight of the inverse-encoding loss (default: the model's `lambda_inv_enc`).
-        lambda_inv_dec: base weight of the inverse-decoding loss (default: the model's `lambda_inv_dec`).
+        lambda_inv_enc: base weight of the inverse-encoding loss (default: the objective's `lambda_inv_enc`).
+        lambda_inv_dec: base weight of the inverse-decoding loss (default: the objective's `lambda_inv_dec`).
         warmup_epochs: int, epochs with weight 0.
         ramp_epochs: int or None (= warmup_epochs), length of the linear ramp.
         max_weight: float, cap on both weights.
@@ -61,15 +61,16 @@ class InverseLossCurriculum(keras.callbacks.Callback):
 
     def weights_at(self, epoch):
         """(inverse-encoding weight, inverse-decoding weight) at `epoch`."""
-        enc = self.model.lambda_inv_enc if self.lambda_inv_enc is None else self.lambda_inv_enc
-        dec = self.model.lambda_inv_dec if self.lambda_inv_dec is None else self.lambda_inv_dec
+        objective = self.model.objective
+        enc = objective.lambda_inv_enc if self.lambda_inv_enc is None else self.lambda_inv_enc
+        dec = objective.lambda_inv_dec if self.lambda_inv_dec is None else self.lambda_inv_dec
         args = (self.warmup_epochs, self.ramp_epochs, self.max_weight)
         return curriculum_weight(epoch, enc, *args), curriculum_weight(epoch, dec, *args)
 
     def on_epoch_begin(self, epoch, logs=None):
         enc, dec = self.weights_at(epoch)
-        self.model.inv_enc_weight.assign(enc)
-        self.model.inv_dec_weight.assign(dec)
+        self.model.objective.inv_enc_weight.assign(enc)
+        self.model.objective.inv_dec_weight.assign(dec)
 
 
 class TimeBudget(keras.callbacks.Callback):

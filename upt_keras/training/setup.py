@@ -19,6 +19,7 @@ __all__ = [
     "make_lr_schedule",
     "make_optimizer",
     "model_kwargs",
+    "objective_kwargs",
     "check_supported",
     "seed_everything",
     "calibrate_step_seconds",
@@ -83,8 +84,18 @@ def model_kwargs(cfg: Config) -> dict:
     and `residual`."""
     from upt_keras.models.presets import SIZE_DEFAULTS
 
-    sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS if hasattr(cfg.model, k)}
+    sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS}
     return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size, residual=cfg.model.residual)
+
+
+def objective_kwargs(cfg: Config) -> dict:
+    """The `UPTObjective` arguments of `cfg.training`: its `ObjectiveSettings` keys, the query sampling and the
+    seed."""
+    from upt_keras.objectives.settings import OBJECTIVE_KEYS
+
+    t, qs = cfg.training, cfg.training.query_sampling
+    return dict({k: getattr(t, k) for k in OBJECTIVE_KEYS}, num_queries=qs.num_queries if qs.enabled else None,
+                query_strategy=qs.strategy, seed=cfg.seed)
 
 
 def check_supported(cfg: Config) -> None:
@@ -150,25 +161,17 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
         ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
     """
     from upt_keras.models.upt import UPT
+    from upt_keras.objectives.upt_objective import UPTObjective
 
     check_supported(cfg)
     t = cfg.training
     if steps_per_epoch is None:
         steps_per_epoch = len(data.train) if data.train is not None else 1
-    qs = t.query_sampling
     with precision_policy(t.amp_policy):
         seed_everything(cfg.seed)
         model = UPT.from_sizes(
-            data.grid_shape, data.num_channels, **model_kwargs(cfg),
-            dt=data.dt, field_mean=data.field_mean, field_std=data.field_std,
-            use_inverse_losses=t.use_inverse_losses, lambda_inv_enc=t.lambda_inv_enc,
-            lambda_inv_dec=t.lambda_inv_dec, inverse_loss_frequency=t.inverse_loss_frequency,
-            num_queries=qs.num_queries if qs.enabled else None, query_strategy=qs.strategy, seed=cfg.seed,
-            rollout_loss_steps=t.rollout_loss_steps, lambda_latent_consistency=t.lambda_latent_consistency,
-            latent_consistency_steps=t.latent_consistency_steps, latent_noise=t.latent_noise,
-            inverse_decoding_points=t.inverse_decoding_points, latent_consistency_norm=t.latent_consistency_norm,
-            latent_consistency_frequency=t.latent_consistency_frequency,
-            forward_loss=t.forward_loss,
+            data.grid_shape, data.num_channels, **model_kwargs(cfg), dt=data.dt, field_mean=data.field_mean,
+            field_std=data.field_std, objective=UPTObjective(**objective_kwargs(cfg)),
         )
         total = schedule_steps if schedule_steps is not None else t.epochs * steps_per_epoch
         model.compile(optimizer=make_optimizer(cfg, total), jit_compile=t.jit_compile)

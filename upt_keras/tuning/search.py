@@ -60,7 +60,7 @@ class UPTHyperModel(keras_tuner.HyperModel):
 
     `build(hp)` builds and compiles the model exactly as `upt-keras train` does (`training.build_model`), with
     the trial's Q and inverse-loss frequency (constructor arguments). `fit(hp, model, ...)` sets the trial's
-    inverse-loss weights on the model (`model.lambda_inv_enc`/`lambda_inv_dec` and the model-owned variables
+    inverse-loss weights on the model's objective (its `lambda_inv_enc`/`lambda_inv_dec` and the weight variables
     `inv_enc_weight`/`inv_dec_weight`), schedules them with an `InverseLossCurriculum` built from those
     weights and the config's warmup, ramp and cap, and trains on `data.train`, validating on `data.val`, for
     `training.epochs` epochs (unless `search` passes other data or epochs). It also honours
@@ -142,10 +142,8 @@ class UPTHyperModel(keras_tuner.HyperModel):
 
 
 def set_inverse_weights(model, lambda_inv_enc, lambda_inv_dec):
-    """Give `model` new base inverse-loss weights: its attributes and its model-owned weight variables."""
-    model.lambda_inv_enc, model.lambda_inv_dec = float(lambda_inv_enc), float(lambda_inv_dec)
-    model.inv_enc_weight.assign(float(lambda_inv_enc))
-    model.inv_dec_weight.assign(float(lambda_inv_dec))
+    """Give `model`'s objective new base inverse-loss weights (`UPTObjective.set_inverse_weights`)."""
+    model.objective.set_inverse_weights(lambda_inv_enc, lambda_inv_dec)
 
 
 def _trial_metrics(history, objective, callbacks, initial_epoch=0) -> dict:
