@@ -54,12 +54,15 @@ output:
 
 
 def _env():
-    """Environment for child processes: this backend, one CPU thread each (the machine may be shared); on JAX the
-    XLA code-generation flags of conftest.py (half the compile time)."""
+    """Environment for child processes: this checkout's package, this backend, one CPU thread each (the machine may be
+    shared); on JAX the XLA code-generation flags of conftest.py (half the compile time). TensorFlow's log level is
+    left unset: the command line keeps TensorFlow's log lines off standard error by itself."""
     env = dict(os.environ, KERAS_BACKEND=BACKEND, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
+               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
                          " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return env
 
 
@@ -161,7 +164,8 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
     resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     out = resumed.stdout
-    assert f"backend {BACKEND}" in out and "resuming the interrupted run" in out and "identity" in out
+    assert f"backend {BACKEND} on CPU" in out and "resuming the interrupted run" in out and "identity" in out
+    assert resumed.stderr == ""  # no log lines of TensorFlow (on any backend), nor of any other framework
     assert "Epoch 2/3" in out and "Epoch 1/3" not in out  # lost only the epoch in progress
     assert _epochs(run) == [0, 1, 2]
     for name in ("config.yaml", "normalization.json", "model.keras", "history.csv", "metrics.json",

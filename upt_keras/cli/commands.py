@@ -7,8 +7,10 @@ upt-keras rollout --model runs/x/model.keras --steps 20 --mode latent|physical|b
 upt-keras generate-data --out data/b1d.h5 --dim 1 --num-samples 200 --resolution 256 --nu 0.01 [--ic grf|sinusoid]
 ```
 
-The backend is Keras's: set `KERAS_BACKEND` (torch, tensorflow or jax) before running; the command prints which one
-it uses. An invalid configuration, data file or argument ends the command with exit status 2 and a one-line message.
+The backend is `KERAS_BACKEND` (torch, tensorflow or jax); unset, the first of them that is installed
+(`upt_keras.cli.runtime.choose_backend`). The command prints which one it uses, and imports no other framework.
+Parsing the arguments and checking the config import none: `--help` and a config error answer at once. An invalid
+configuration, data file or argument ends the command with exit status 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import sys
 
+from upt_keras.cli import runtime
 from upt_keras.config import ConfigError
 from upt_keras.tuning.search_space import OBJECTIVES, TUNERS
 
@@ -164,12 +167,24 @@ def add_tune_parser(subparsers):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _backend_line():
-    import keras
-
-    backend = keras.backend.backend()
-    print(f"{PROG}: Keras {keras.__version__}, backend {backend} (set KERAS_BACKEND to change it)", flush=True)
+def _start_backend(keep=()):
+    """Import Keras on the chosen backend (no other framework; see `runtime`) and say which one it is."""
+    backend, why = runtime.choose_backend()
+    keras, device = runtime.import_keras(keep=keep)
+    if why == "KERAS_BACKEND":
+        how = "set KERAS_BACKEND to change it"
+    elif why == "keras.json":
+        how = "from keras.json; set KERAS_BACKEND to change it"
+    else:
+        how = (f"KERAS_BACKEND is unset: the first installed of {', '.join(runtime.BACKENDS)}; set KERAS_BACKEND "
+               "to change it")
+    print(f"{PROG}: Keras {keras.__version__}, backend {backend} on {device} ({how})", flush=True)
     return backend
+
+
+def _frameworks_needed(cfg):
+    """Frameworks a config needs beside the backend: TensorBoard logs are written with TensorFlow."""
+    return ("tensorflow",) if cfg.output.tensorboard else ()
 
 
 def _load_cfg(config, overrides):
@@ -182,8 +197,8 @@ def _cmd_train(args):
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
-    cfg = _load_cfg(args.config, overrides)  # checked before any backend is imported
-    _backend_line()
+    cfg = _load_cfg(args.config, overrides)  # checked before any framework is imported
+    _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras import evaluation, training
 
     run_dir = args.run_dir or cfg.output.run_dir
@@ -230,7 +245,7 @@ def _check_model_matches(model, data):
 
 def _cmd_evaluate(args):
     cfg = _model_config(args)
-    _backend_line()
+    _start_backend()
     from upt_keras import evaluation, training
 
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.model))
@@ -265,7 +280,7 @@ def _cmd_rollout(args):
     d = config_to_dict(cfg)
     d["data"]["rollout_steps"] = args.steps
     cfg = config_from_dict(d)
-    _backend_line()
+    backend = _start_backend()
     from upt_keras import evaluation, training
 
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.model)),
@@ -276,7 +291,7 @@ def _cmd_rollout(args):
     modes = ("latent", "physical") if args.mode == "both" else (args.mode,)
     result, preds = evaluation.rollout_metrics(model, data.rollout, modes=modes, starts=args.starts,
                                                return_predictions=True)
-    result["backend"] = _backend_name()
+    result["backend"] = backend
     result["model_file"] = os.path.abspath(args.model)
     files = evaluation.write_plots(out_dir, result, preds, data) if cfg.output.plots else {}
     path = os.path.join(out_dir, "rollout.json")
@@ -286,12 +301,6 @@ def _cmd_rollout(args):
     print(evaluation.format_summary({"rollout": result}))
     print(f"{PROG}: wrote {path}")
     return 0
-
-
-def _backend_name():
-    import keras
-
-    return keras.backend.backend()
 
 
 def _cmd_generate(args):
@@ -321,6 +330,12 @@ def _cmd_generate(args):
 
 
 def _cmd_tune(args):
+    from upt_keras.tuning.search_space import load_tuning_config
+
+    overrides = list(args.overrides) + ([f"training.epochs={args.epochs}"] if args.epochs is not None else [])
+    cfg = _load_cfg(args.config, overrides)  # both configs checked before any framework is imported
+    load_tuning_config(args.tuning_config)
+    _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras.tuning import run_tune  # KerasTuner is imported only for this command
 
     return run_tune(args)
@@ -340,7 +355,7 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return 2
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, runtime.BackendError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
