@@ -15,6 +15,7 @@ import keras
 from upt_keras import cli
 from upt_keras.cli import commands
 from upt_keras.config import load_config
+from upt_keras.configs import DEFAULT_CONFIG
 from upt_keras.data import generate_burgers_dataset, open_trajectories
 
 BACKEND = keras.backend.backend()
@@ -99,20 +100,25 @@ def tiny_config(tmp_path, tiny_data):
 
 
 def test_config_errors_exit_2_with_one_line(tmp_path, capsys):
-    # Through the installed console script ...
+    # Through the installed console script; `train` alone takes the CPU default config, which the message names.
     proc = subprocess.run(_console_script() + ["train", "--set", "training.epoch=3", "--run-dir", str(tmp_path / "r")],
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2
-    # TensorFlow may log a few lines of its own to stderr when it is imported; ours is exactly one line.
-    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("upt-keras")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert "unknown key 'training.epoch' (did you mean 'training.epochs'?)" in lines[0]
+    assert proc.stderr.strip().splitlines() == [
+        f"upt-keras: error: {DEFAULT_CONFIG}: unknown key 'training.epoch' (did you mean 'training.epochs'?)"]
     assert not (tmp_path / "r").exists()  # nothing started
     # ... and in-process: a bad value.
     assert cli.main(["train", "--set", "training.learning_rate=-1", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["upt-keras: error: training.learning_rate must be > 0, got -1.0"]
+    assert err == [f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate must be > 0, got -1.0"]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_without_config_is_the_cpu_default_of_the_example():
+    assert os.path.samefile(DEFAULT_CONFIG, os.path.join(ROOT, "configs", "train_burgers1d.yaml"))
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.model.preset == "b1d" and cfg.training.time_budget_seconds == 300  # the README's CPU default
+    assert cli.build_parser().parse_args(["train"]).config is None  # -> DEFAULT_CONFIG in `train`
 
 
 def test_bad_arguments_and_missing_data_exit_2(tmp_path, capsys):

@@ -1,16 +1,17 @@
 """The `upt-keras` command line.
 
 ```
-upt-keras train --config configs/train_burgers1d.yaml [--set training.epochs=5 ...] [--run-dir runs/x]
+upt-keras train [--config C] [--set training.epochs=5 ...] [--run-dir runs/x]
 upt-keras evaluate --model runs/x/model.keras [--config C] [--set ...]
 upt-keras rollout --model runs/x/model.keras --steps 20 --mode latent|physical|both
 upt-keras generate-data --out data/b1d.h5 --dim 1 --num-samples 200 --resolution 256 --nu 0.01 [--ic grf|sinusoid]
 ```
 
-The backend is `KERAS_BACKEND` (torch, tensorflow or jax); unset, the first of them that is installed
-(`upt_keras.cli.runtime.choose_backend`). The command prints which one it uses, and imports no other framework.
-Parsing the arguments and checking the config import none: `--help` and a config error answer at once. An invalid
-configuration, data file or argument ends the command with exit status 2 and a one-line message.
+`train` without `--config` trains the CPU default (`upt_keras.configs.DEFAULT_CONFIG`, the same as
+`examples/train.py`). The backend is `KERAS_BACKEND` (torch, tensorflow or jax); unset, the first of them that is
+installed (`upt_keras.cli.runtime.choose_backend`). The command prints which one it uses, and imports no other
+framework. Parsing the arguments and checking the config import none: `--help` and a config error answer at once. An
+invalid configuration, data file or argument ends the command with exit status 2 and a one-line message.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train, evaluate on the test split (physical units, with the identity baseline), "
                        "and write config, checkpoints, history, metrics and figures into the run directory. "
                        "Rerunning an interrupted command resumes it.")
-    _add_config_args(p)
+    _add_config_args(p, config_help="YAML config (default: the CPU default, 1D Burgers with a 5-minute budget, "
+                     "configs/train_burgers1d.yaml); keys left out take their defaults")
     p.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
     p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N")
     _add_verbose(p)
@@ -194,10 +196,12 @@ def _load_cfg(config, overrides):
 
 
 def _cmd_train(args):
+    from upt_keras.configs import DEFAULT_CONFIG
+
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
-    cfg = _load_cfg(args.config, overrides)  # checked before any framework is imported
+    cfg = _load_cfg(args.config or DEFAULT_CONFIG, overrides)  # checked before any framework is imported
     _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras import evaluation, training
 
