@@ -133,6 +133,7 @@ def test_bad_arguments_and_missing_data_exit_2(tmp_path, capsys):
                      "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing.h5: file not found" in err[0]
+    assert not (tmp_path / "r").exists()  # the run directory it had begun is gone again
 
 
 def test_generate_data_writes_a_readable_file(tmp_path, capsys):
@@ -191,11 +192,24 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
         assert len(curve["nrmse_per_step"]) == 4 and curve["nrmse_last"] == curve["nrmse_per_step"][-1]
         assert curve["nrmse_mean"] == pytest.approx(np.mean(curve["nrmse_per_step"]))
 
-    # Evaluating the saved best model reproduces the numbers the training run reported for it.
+    # A second training into the finished run is refused before anything is read or written.
+    before = (run / "metrics.json").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"upt-keras: error: {run} holds a finished run (model.keras, metrics.json); pass --overwrite to replace it, "
+        "or choose another --run-dir"]
+
+    # Evaluating the saved best model reproduces the numbers the training run reported for it, in evaluation/
+    # beside the training's results, which stay as they were; writing over them needs --overwrite.
     assert cli.main(["evaluate", "--model", str(run / "model.keras"), "--verbose", "0"]) == 0
-    again = json.loads((run / "metrics.json").read_text())
+    again = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert again["one_step"]["model"]["nrmse"] == pytest.approx(one["model"]["nrmse"], rel=1e-4)
     assert again["one_step"]["identity"] == one["identity"] and again["training"] == metrics["training"]
+    assert (run / "evaluation" / "loss_curves.png").stat().st_size > 0  # from the run's history
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(run / "model.keras"), "--out-dir", str(run)]) == 2
+    assert "holds a training run's results" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == before
 
     assert cli.main(["rollout", "--model", str(run / "model.keras"), "--steps", "3", "--mode", "physical"]) == 0
     ro_dir = run / "rollout_physical_3steps"
