@@ -58,6 +58,12 @@ def test_the_backend_alone_is_imported_and_tensorflow_logs_nothing():
     assert out.split() == ["CPU", f"['{BACKEND}']"]  # Keras alone would import JAX too, and TensorFlow to save
 
 
+def test_a_process_that_imported_keras_keeps_its_frameworks(monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", BACKEND)
+    assert runtime.import_keras() == (keras, "CPU")  # as `cli.main` called from a program or a test does
+    assert not any(isinstance(f, runtime._NotHere) for f in sys.meta_path)
+
+
 def test_keras_backend_unset_takes_the_first_installed(monkeypatch, tmp_path):
     monkeypatch.delenv("KERAS_BACKEND", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no keras.json

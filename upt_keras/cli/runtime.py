@@ -149,8 +149,16 @@ def stderr_filtered(drop=is_noise):
 
 def import_keras(keep=()):
     """Import Keras on the backend that `choose_backend` set, keeping other frameworks out (except those in `keep`)
-    and TensorFlow's start-up lines off standard error. Returns `(keras, device)`, device "CPU" or "GPU"."""
+    and TensorFlow's start-up lines off standard error. Returns `(keras, device)`, device "CPU" or "GPU".
+
+    In a process that has imported Keras already (a program or a test that calls `upt_keras.cli.main`), Keras is taken
+    as it is, and nothing is kept out of that process.
+    """
     backend = os.environ["KERAS_BACKEND"]
+    if "keras" in sys.modules:
+        import keras
+
+        return keras, _device(keras.backend.backend())
     keep_out_other_frameworks(backend, keep)
     quiet = backend == "tensorflow" and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     if quiet:
