@@ -111,7 +111,8 @@ def test_stderr_filter_drops_tensorflow_start_up_lines_only(capfd):
 
 def test_import_upt_keras_registers_the_model_for_load_model_in_either_order():
     model = os.path.join(ROOT, "tests", "data", "upt_tiny_0.1.0.keras")
-    code, out, err, _ = _run(["-c", "import sys, upt_keras; assert 'keras' not in sys.modules; import keras; "
+    code, out, err, _ = _run(["-c", "import sys, importlib.util, upt_keras; assert 'keras' not in sys.modules; "
+                                    "importlib.util.find_spec('keras'); import keras; "  # a look-up first, as tools do
                                     f"print(type(keras.saving.load_model({model!r})).__name__)"])
     assert code == 0 and out.split() == ["UPT"], err
     # the other order is tests/test_compat.py's (Keras imported first)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
-import importlib.util
 import sys
 import warnings
 
@@ -45,6 +44,7 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
+        _remove_hook()
         _register_quietly()
 
     def __getattr__(self, name):  # resources, source, file name: Keras's loader answers
@@ -52,16 +52,22 @@ class _RegisteringLoader(importlib.abc.Loader):
 
 
 class _KerasImportHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: on the first `import keras` it wraps the loader the other finders return."""
+    """Finds nothing itself: for `keras` it wraps the loader the other finders return (a look-up that imports
+    nothing, such as `importlib.util.find_spec("keras")`, leaves the hook in place)."""
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "keras":
             return None
-        _remove_hook()
-        spec = importlib.util.find_spec("keras")
-        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _RegisteringLoader(spec.loader)
+                return spec
+        return None
 
 
 def _remove_hook() -> None:
