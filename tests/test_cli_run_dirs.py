@@ -10,7 +10,8 @@ import pytest
 
 import keras
 
-from upt_keras.cli import run_dirs
+from upt_keras import cli
+from upt_keras.cli import commands, run_dirs
 from upt_keras.data import generate_burgers_dataset
 
 BACKEND = keras.backend.backend()
@@ -68,6 +69,27 @@ def test_overwrite_clears_what_upt_keras_wrote_and_nothing_else(tmp_path):
     assert run_dirs.finished_files(run) == ["model.keras", "metrics.json"]
     run_dirs.clear(run)
     assert sorted(os.listdir(run)) == ["mine", "notes.txt"]
+
+
+def test_train_overwrite_clears_the_finished_run_before_it_starts(tmp_path, data_128, monkeypatch, capsys):
+    run = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.format(path=data_128, run_dir=run))
+    run.mkdir()
+    for name in ("model.keras", "metrics.json", "notes.txt"):
+        (run / name).write_text("x")
+    seen = []
+
+    def start_backend(keep=()):  # stands for the training: what the run directory holds when it would start
+        seen.append(sorted(os.listdir(run)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_start_backend", start_backend)
+    assert cli.main(["train", "--config", str(config)]) == 2  # refused: a finished run
+    assert seen == [] and "--overwrite" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(config), "--overwrite"]) == 130
+    assert seen == [[run_dirs.LOCK_FILE, "notes.txt"]]  # locked, the old run's files gone, the user's kept
+    assert os.listdir(run) == ["notes.txt"]
 
 
 def test_a_grid_the_default_config_does_not_fit_names_the_key_and_a_value(tmp_path, data_128):
