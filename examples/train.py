@@ -4,7 +4,8 @@
     KERAS_BACKEND=jax python examples/train.py --epochs 2 --run-dir runs/quick
     python examples/train.py --config configs/train_burgers2d_64.yaml --set data.path=data/b2d.h5
 
-The default config (`configs/train_burgers1d.yaml`, found relative to this file) is sized for a CPU. The data set is
+The default config (`configs/train_burgers1d.yaml`, shipped in the package as `upt_keras.configs.DEFAULT_CONFIG`; the
+same as `upt-keras train` without `--config`) is sized for a CPU. The data set is
 generated on first use and cached (no download). Test metrics are printed beside the identity baseline
 (`u_{t+1} = u_t`), and the run directory receives the config, the best model (`model.keras`), the history, the
 metrics (`metrics.json`) and figures. If the run is interrupted, the same command resumes it.
@@ -14,13 +15,12 @@ import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(HERE, os.pardir, "configs", "train_burgers1d.yaml")
+from upt_keras.configs import DEFAULT_CONFIG
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=os.path.normpath(DEFAULT_CONFIG),
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="YAML config (default: configs/train_burgers1d.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set training.learning_rate=5e-4 (repeatable)")

@@ -15,6 +15,7 @@ import keras
 from upt_keras import cli
 from upt_keras.cli import commands
 from upt_keras.config import load_config
+from upt_keras.configs import DEFAULT_CONFIG
 from upt_keras.data import generate_burgers_dataset, open_trajectories
 
 BACKEND = keras.backend.backend()
@@ -54,12 +55,15 @@ output:
 
 
 def _env():
-    """Environment for child processes: this backend, one CPU thread each (the machine may be shared); on JAX the
-    XLA code-generation flags of conftest.py (half the compile time)."""
+    """Environment for child processes: this checkout's package, this backend, one CPU thread each (the machine may be
+    shared); on JAX the XLA code-generation flags of conftest.py (half the compile time). TensorFlow's log level is
+    left unset: the command line keeps TensorFlow's log lines off standard error by itself."""
     env = dict(os.environ, KERAS_BACKEND=BACKEND, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3",
+               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
                XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
                          " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return env
 
 
@@ -96,20 +100,25 @@ def tiny_config(tmp_path, tiny_data):
 
 
 def test_config_errors_exit_2_with_one_line(tmp_path, capsys):
-    # Through the installed console script ...
+    # Through the installed console script; `train` alone takes the CPU default config, which the message names.
     proc = subprocess.run(_console_script() + ["train", "--set", "training.epoch=3", "--run-dir", str(tmp_path / "r")],
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2
-    # TensorFlow may log a few lines of its own to stderr when it is imported; ours is exactly one line.
-    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("upt-keras")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert "unknown key 'training.epoch' (did you mean 'training.epochs'?)" in lines[0]
+    assert proc.stderr.strip().splitlines() == [
+        f"upt-keras: error: {DEFAULT_CONFIG}: unknown key 'training.epoch' (did you mean 'training.epochs'?)"]
     assert not (tmp_path / "r").exists()  # nothing started
     # ... and in-process: a bad value.
     assert cli.main(["train", "--set", "training.learning_rate=-1", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["upt-keras: error: training.learning_rate must be > 0, got -1.0"]
+    assert err == [f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate must be > 0, got -1.0"]
     assert not (tmp_path / "r").exists()
+
+
+def test_train_without_config_is_the_cpu_default_of_the_example():
+    assert os.path.samefile(DEFAULT_CONFIG, os.path.join(ROOT, "configs", "train_burgers1d.yaml"))
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.model.preset == "b1d" and cfg.training.time_budget_seconds == 300  # the README's CPU default
+    assert cli.build_parser().parse_args(["train"]).config is None  # -> DEFAULT_CONFIG in `train`
 
 
 def test_bad_arguments_and_missing_data_exit_2(tmp_path, capsys):
@@ -124,6 +133,7 @@ def test_bad_arguments_and_missing_data_exit_2(tmp_path, capsys):
                      "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "missing.h5: file not found" in err[0]
+    assert not (tmp_path / "r").exists()  # the run directory it had begun is gone again
 
 
 def test_generate_data_writes_a_readable_file(tmp_path, capsys):
@@ -161,7 +171,8 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
     resumed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     out = resumed.stdout
-    assert f"backend {BACKEND}" in out and "resuming the interrupted run" in out and "identity" in out
+    assert f"backend {BACKEND} on CPU" in out and "resuming the interrupted run" in out and "identity" in out
+    assert resumed.stderr == ""  # no log lines of TensorFlow (on any backend), nor of any other framework
     assert "Epoch 2/3" in out and "Epoch 1/3" not in out  # lost only the epoch in progress
     assert _epochs(run) == [0, 1, 2]
     for name in ("config.yaml", "normalization.json", "model.keras", "history.csv", "metrics.json",
@@ -181,11 +192,24 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
         assert len(curve["nrmse_per_step"]) == 4 and curve["nrmse_last"] == curve["nrmse_per_step"][-1]
         assert curve["nrmse_mean"] == pytest.approx(np.mean(curve["nrmse_per_step"]))
 
-    # Evaluating the saved best model reproduces the numbers the training run reported for it.
+    # A second training into the finished run is refused before anything is read or written.
+    before = (run / "metrics.json").read_bytes()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 2 and again.stderr.strip().splitlines() == [
+        f"upt-keras: error: {run} holds a finished run (model.keras, metrics.json); pass --overwrite to replace it, "
+        "or choose another --run-dir"]
+
+    # Evaluating the saved best model reproduces the numbers the training run reported for it, in evaluation/
+    # beside the training's results, which stay as they were; writing over them needs --overwrite.
     assert cli.main(["evaluate", "--model", str(run / "model.keras"), "--verbose", "0"]) == 0
-    again = json.loads((run / "metrics.json").read_text())
+    again = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert again["one_step"]["model"]["nrmse"] == pytest.approx(one["model"]["nrmse"], rel=1e-4)
     assert again["one_step"]["identity"] == one["identity"] and again["training"] == metrics["training"]
+    assert (run / "evaluation" / "loss_curves.png").stat().st_size > 0  # from the run's history
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(run / "model.keras"), "--out-dir", str(run)]) == 2
+    assert "holds a training run's results" in capsys.readouterr().err
+    assert (run / "metrics.json").read_bytes() == before
 
     assert cli.main(["rollout", "--model", str(run / "model.keras"), "--steps", "3", "--mode", "physical"]) == 0
     ro_dir = run / "rollout_physical_3steps"

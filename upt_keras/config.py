@@ -223,18 +223,29 @@ def validate_for_grid(cfg: Config, grid_shape: Iterable[int]) -> None:
         grid_shape: spatial sizes, e.g. `(256,)` or `(64, 64)`.
 
     Raises:
-        ConfigError: when `model.patch_size` does not divide every grid dimension, or when query sampling is enabled
-            and `training.query_sampling.num_queries` exceeds the number of grid points.
+        ConfigError: when `model.patch_size` does not divide every grid dimension, when average pooling's
+            `model.num_latent_tokens` does not divide the number of patches (each message suggests a value that
+            fits), or when query sampling is enabled and `training.query_sampling.num_queries` exceeds the number of
+            grid points.
     """
     shape = tuple(int(n) for n in grid_shape)
     if not shape or any(n < 1 for n in shape):
         raise ConfigError(f"grid shape must be non-empty with positive sizes, got {shape}")
-    patch = cfg.model.patch_size
+    m = cfg.model
+    patch = m.patch_size
     bad = [n for n in shape if n % patch]
     if bad:
+        fits = _largest_divisor(math.gcd(*shape), patch)
         raise ConfigError(
             f"model.patch_size={patch} must divide every grid dimension, got grid shape {shape} "
-            f"({', '.join(str(n) for n in bad)} not divisible by {patch})"
+            f"({', '.join(str(n) for n in bad)} not divisible by {patch}); e.g. --set model.patch_size={fits}"
+        )
+    patches = math.prod(n // patch for n in shape)
+    if m.pooling == "average" and patches % m.num_latent_tokens:
+        fits = _largest_divisor(patches, m.num_latent_tokens)
+        raise ConfigError(
+            f"model.num_latent_tokens={m.num_latent_tokens} must divide the {patches} patches of grid shape {shape} "
+            f"(model.patch_size={patch}, model.pooling=average); e.g. --set model.num_latent_tokens={fits}"
         )
     qs = cfg.training.query_sampling
     num_points = math.prod(shape)
@@ -243,6 +254,11 @@ def validate_for_grid(cfg: Config, grid_shape: Iterable[int]) -> None:
             f"training.query_sampling.num_queries={qs.num_queries} exceeds the {num_points} points of grid shape "
             f"{shape}; lower it or set training.query_sampling.enabled=false"
         )
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of `n` that is at most `at_most` (1 at least)."""
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
 
 
 # --------------------------------------------------------------------------------------------------------------------

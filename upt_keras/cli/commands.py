@@ -1,14 +1,18 @@
 """The `upt-keras` command line.
 
 ```
-upt-keras train --config configs/train_burgers1d.yaml [--set training.epochs=5 ...] [--run-dir runs/x]
-upt-keras evaluate --model runs/x/model.keras [--config C] [--set ...]
+upt-keras train [--config C] [--set training.epochs=5 ...] [--run-dir runs/x] [--overwrite]
+upt-keras evaluate --model runs/x/model.keras [--config C] [--set ...] [--out-dir D]
 upt-keras rollout --model runs/x/model.keras --steps 20 --mode latent|physical|both
 upt-keras generate-data --out data/b1d.h5 --dim 1 --num-samples 200 --resolution 256 --nu 0.01 [--ic grf|sinusoid]
 ```
 
-The backend is Keras's: set `KERAS_BACKEND` (torch, tensorflow or jax) before running; the command prints which one
-it uses. An invalid configuration, data file or argument ends the command with exit status 2 and a one-line message.
+`train` without `--config` trains the CPU default (`upt_keras.configs.DEFAULT_CONFIG`, the same as
+`examples/train.py`). The backend is `KERAS_BACKEND` (torch, tensorflow or jax); unset, the first of them that is
+installed (`upt_keras.cli.runtime.choose_backend`). The command prints which one it uses, and imports no other
+framework. Parsing the arguments and checking the config import none: `--help` and a config error answer at once. An
+invalid configuration, data file, model file, folder or argument ends the command with exit status 2 and a one-line
+message, and leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import os
 import sys
 
+from upt_keras.cli import run_dirs, runtime
 from upt_keras.config import ConfigError
 from upt_keras.tuning.search_space import OBJECTIVES, TUNERS
 
@@ -81,18 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model as configured, then evaluate it on the test split",
                        description="Train, evaluate on the test split (physical units, with the identity baseline), "
                        "and write config, checkpoints, history, metrics and figures into the run directory. "
-                       "Rerunning an interrupted command resumes it.")
-    _add_config_args(p)
+                       "Rerunning an interrupted command resumes it; a run directory in use by another training, "
+                       "or holding a finished run, is refused (--overwrite replaces a finished run).")
+    _add_config_args(p, config_help="YAML config (default: the CPU default, 1D Burgers with a 5-minute budget, "
+                     "configs/train_burgers1d.yaml); keys left out take their defaults")
     p.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the finished or interrupted run in the run directory (its model, metrics, history, "
+                   "figures, evaluation and rollout folders) instead of refusing or resuming")
     p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N")
     _add_verbose(p)
 
     p = sub.add_parser("evaluate", help="test metrics and figures of a saved model",
                        description="One-step and rollout test metrics of a saved model in physical units, beside "
-                       "the identity baseline; writes metrics.json and figures next to the model (or --out-dir).")
+                       "the identity baseline; writes metrics.json and figures into evaluation/ next to the model (or "
+                       "--out-dir), never over a training run's results unless --overwrite.")
     p.add_argument("--model", "-m", required=True, help="a saved model, e.g. runs/x/model.keras")
     _add_config_args(p, config_help="config of the data (default: config.yaml next to the model)")
-    p.add_argument("--out-dir", help="where to write metrics and figures (default: the model's folder)")
+    p.add_argument("--out-dir", help="where to write metrics and figures (default: evaluation/ in the model's "
+                   "folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="allow --out-dir to be a folder that holds a training run's metrics and figures")
     p.add_argument("--starts", choices=("initial", "all"), default="initial",
                    help="rollout start frames: the first frame of each test trajectory (default) or every frame")
     _add_verbose(p)
@@ -164,12 +178,24 @@ def add_tune_parser(subparsers):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _backend_line():
-    import keras
-
-    backend = keras.backend.backend()
-    print(f"{PROG}: Keras {keras.__version__}, backend {backend} (set KERAS_BACKEND to change it)", flush=True)
+def _start_backend(keep=()):
+    """Import Keras on the chosen backend (no other framework; see `runtime`) and say which one it is."""
+    backend, why = runtime.choose_backend()
+    keras, device = runtime.import_keras(keep=keep)
+    if why == "KERAS_BACKEND":
+        how = "set KERAS_BACKEND to change it"
+    elif why == "keras.json":
+        how = "from keras.json; set KERAS_BACKEND to change it"
+    else:
+        how = (f"KERAS_BACKEND is unset: the first installed of {', '.join(runtime.BACKENDS)}; set KERAS_BACKEND "
+               "to change it")
+    print(f"{PROG}: Keras {keras.__version__}, backend {backend} on {device} ({how})", flush=True)
     return backend
+
+
+def _frameworks_needed(cfg):
+    """Frameworks a config needs beside the backend: TensorBoard logs are written with TensorFlow."""
+    return ("tensorflow",) if cfg.output.tensorboard else ()
 
 
 def _load_cfg(config, overrides):
@@ -179,17 +205,37 @@ def _load_cfg(config, overrides):
 
 
 def _cmd_train(args):
+    from upt_keras.configs import DEFAULT_CONFIG
+
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"training.epochs={args.epochs}")
-    cfg = _load_cfg(args.config, overrides)  # checked before any backend is imported
-    _backend_line()
+    cfg = _load_cfg(args.config or DEFAULT_CONFIG, overrides)  # checked before any framework is imported
+    run_dir = args.run_dir or cfg.output.run_dir
+    created = run_dirs.make_folder(run_dir, "run directory")
+    try:
+        with run_dirs.locked(run_dir):
+            return _train_in(run_dir, cfg, args)
+    except BaseException:
+        run_dirs.remove_unused(run_dir, created)  # a run that failed before its first epoch leaves nothing
+        raise
+
+
+def _train_in(run_dir, cfg, args):
+    finished = run_dirs.finished_files(run_dir)
+    if finished and not args.overwrite:
+        raise run_dirs.RunDirError(
+            f"{run_dir} holds a finished run ({', '.join(finished)}); pass --overwrite to replace it, or choose "
+            "another --run-dir")
+    if args.overwrite:
+        run_dirs.clear(run_dir)
+    _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras import evaluation, training
 
-    run_dir = args.run_dir or cfg.output.run_dir
     resume = training.backup_epoch(run_dir)
     if resume is not None:
-        print(f"{PROG}: resuming the interrupted run in {run_dir} at epoch {resume + 1}", flush=True)
+        print(f"{PROG}: resuming the interrupted run in {run_dir} at epoch {resume + 1} (--overwrite starts afresh)",
+              flush=True)
     print(f"{PROG}: run directory {os.path.abspath(run_dir)}", flush=True)
     _, _, metrics = training.train(cfg, run_dir=run_dir, verbose=_verbosity(args.verbose))
     print(evaluation.format_summary(metrics))
@@ -198,8 +244,12 @@ def _cmd_train(args):
 
 
 def _model_config(args):
-    if not os.path.exists(args.model):
+    import zipfile
+
+    if not os.path.isfile(args.model):
         raise UsageError(f"{PROG}: model file not found: {args.model}")
+    if not zipfile.is_zipfile(args.model):
+        raise UsageError(f"{PROG}: {args.model} is not a .keras model file (not a zip archive)")
     config = args.config
     if config is None:
         config = os.path.join(os.path.dirname(os.path.abspath(args.model)), "config.yaml")
@@ -211,13 +261,19 @@ def _model_config(args):
 def _load_model(path):
     import keras
 
-    import upt_keras.models.upt  # noqa: F401  (registers the classes)
+    from upt_keras.models.upt import UPT
 
     try:
-        return keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"{PROG}: cannot load the model {path}: {first}") from None
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001  (a file of another kind or model: Keras raises many kinds of errors)
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        if len(first) > 200:
+            first = first[:200] + "..."
+        raise UsageError(f"{PROG}: cannot load {path} as a upt-keras model: {first}") from None
+    if not isinstance(model, UPT):
+        raise UsageError(f"{PROG}: {path} holds a {type(model).__name__}, not a upt-keras UPT model")
+    return model
 
 
 def _check_model_matches(model, data):
@@ -228,31 +284,44 @@ def _check_model_matches(model, data):
         )
 
 
+def _training_record(model_dir):
+    """What training recorded about itself in `model_dir/metrics.json`, or None."""
+    import json
+
+    try:
+        with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as fh:
+            metrics = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return metrics.get("training") if isinstance(metrics, dict) else None
+
+
 def _cmd_evaluate(args):
     cfg = _model_config(args)
-    _backend_line()
+    model_dir = os.path.dirname(os.path.abspath(args.model))
+    out_dir = args.out_dir or os.path.join(model_dir, "evaluation")
+    if run_dirs.holds_training_results(out_dir) and not args.overwrite:
+        raise UsageError(f"{PROG}: {out_dir} holds a training run's results (metrics.json); choose another --out-dir "
+                         "or pass --overwrite to write over them")
+    _start_backend()
     from upt_keras import evaluation, training
 
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.model))
     data = training.prepare_data(cfg, splits=("test", "rollout"))
     model = _load_model(args.model)
     _check_model_matches(model, data)
     extra = {"model_file": os.path.abspath(args.model)}
-    previous = os.path.join(out_dir, evaluation.METRICS_FILE)
-    if os.path.exists(previous):  # keep what training recorded about itself
-        import json
-
-        try:
-            with open(previous, encoding="utf-8") as fh:
-                old = json.load(fh)
-            if isinstance(old, dict) and "training" in old:
-                extra["training"] = old["training"]
-        except (OSError, ValueError):
-            pass
-    history = os.path.join(out_dir, training.HISTORY_FILE)
-    metrics = evaluation.evaluate(model, data, run_dir=out_dir, plots=cfg.output.plots,
-                                  history=history if os.path.exists(history) else None, starts=args.starts,
-                                  extra=extra, verbose=_verbosity(args.verbose))
+    record = _training_record(model_dir)
+    if record is not None:
+        extra["training"] = record
+    history = os.path.join(model_dir, training.HISTORY_FILE)
+    created = run_dirs.make_folder(out_dir, "output folder")
+    try:
+        metrics = evaluation.evaluate(model, data, run_dir=out_dir, plots=cfg.output.plots,
+                                      history=history if os.path.exists(history) else None, starts=args.starts,
+                                      extra=extra, verbose=_verbosity(args.verbose))
+    except BaseException:
+        run_dirs.remove_unused(out_dir, created)
+        raise
     print(evaluation.format_summary(metrics))
     print(f"{PROG}: wrote {metrics['files']['metrics']}")
     return 0
@@ -265,7 +334,7 @@ def _cmd_rollout(args):
     d = config_to_dict(cfg)
     d["data"]["rollout_steps"] = args.steps
     cfg = config_from_dict(d)
-    _backend_line()
+    backend = _start_backend()
     from upt_keras import evaluation, training
 
     out_dir = args.out_dir or os.path.join(os.path.dirname(os.path.abspath(args.model)),
@@ -276,8 +345,9 @@ def _cmd_rollout(args):
     modes = ("latent", "physical") if args.mode == "both" else (args.mode,)
     result, preds = evaluation.rollout_metrics(model, data.rollout, modes=modes, starts=args.starts,
                                                return_predictions=True)
-    result["backend"] = _backend_name()
+    result["backend"] = backend
     result["model_file"] = os.path.abspath(args.model)
+    run_dirs.make_folder(out_dir, "output folder")
     files = evaluation.write_plots(out_dir, result, preds, data) if cfg.output.plots else {}
     path = os.path.join(out_dir, "rollout.json")
     files["metrics"] = path
@@ -288,12 +358,6 @@ def _cmd_rollout(args):
     return 0
 
 
-def _backend_name():
-    import keras
-
-    return keras.backend.backend()
-
-
 def _cmd_generate(args):
     from upt_keras.data import DataError, generate_burgers_dataset, open_trajectories
 
@@ -302,18 +366,23 @@ def _cmd_generate(args):
     if args.solver_resolution is not None and args.solver_resolution % args.resolution:
         raise UsageError(f"{PROG} generate-data: --solver-resolution {args.solver_resolution} is not a multiple "
                          f"of --resolution {args.resolution}")
+    if os.path.isdir(args.out):
+        raise UsageError(f"{PROG} generate-data: --out {args.out} is a folder; name the file to write")
     parent = os.path.dirname(os.path.abspath(args.out))
-    os.makedirs(parent, exist_ok=True)
+    created = run_dirs.make_folder(parent, "folder")
     try:
         generate_burgers_dataset(
             args.out, dim=args.dim, num_samples=args.num_samples, resolution=args.resolution,
             solver_resolution=args.solver_resolution, nu=args.nu, t_end=args.t_end, dt_save=args.dt_save,
             ic=args.ic, seed=args.seed, equation=args.equation, progress=not args.quiet,
         )
-    except DataError:
+    except BaseException as err:
+        run_dirs.remove_unused(parent, created)  # the writer removes its own temporary file
+        if isinstance(err, ValueError) and not isinstance(err, DataError):  # invalid combination of settings
+            raise UsageError(f"{PROG} generate-data: {err}") from None
+        if isinstance(err, OSError):
+            raise UsageError(f"{PROG} generate-data: cannot write {args.out}: {err.strerror or err}") from None
         raise
-    except ValueError as err:  # invalid combination of solver settings
-        raise UsageError(f"{PROG} generate-data: {err}") from None
     with open_trajectories(args.out) as store:
         print(f"{PROG}: wrote {args.out}: {store.num_samples} trajectories, {store.num_frames} frames, "
               f"grid {store.grid_shape}, {store.num_channels} channel(s), dt {store.dt}")
@@ -321,6 +390,12 @@ def _cmd_generate(args):
 
 
 def _cmd_tune(args):
+    from upt_keras.tuning.search_space import load_tuning_config
+
+    overrides = list(args.overrides) + ([f"training.epochs={args.epochs}"] if args.epochs is not None else [])
+    cfg = _load_cfg(args.config, overrides)  # both configs checked before any framework is imported
+    load_tuning_config(args.tuning_config)
+    _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras.tuning import run_tune  # KerasTuner is imported only for this command
 
     return run_tune(args)
@@ -331,7 +406,7 @@ _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rol
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments)."""
+    """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments / files)."""
     from upt_keras.data import DataError
 
     try:
@@ -340,7 +415,7 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return 2
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, run_dirs.RunDirError, runtime.BackendError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

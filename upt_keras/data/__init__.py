@@ -15,6 +15,7 @@ Example:
     >>> train = PairDataset(store, split["train"], batch_size=32, shuffle=True)                # doctest: +SKIP
 """
 
+from upt_keras._lazy import lazy_exports
 from upt_keras.data.burgers import (
     cole_hopf_solution,
     gaussian_random_field,
@@ -60,10 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # The pipeline module imports Keras (and with it a backend framework); import it only when PairDataset is used.
-    if name == "PairDataset":
-        from upt_keras.data.pipeline import PairDataset
-
-        return PairDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"PairDataset": "upt_keras.data.pipeline"})

@@ -57,8 +57,7 @@ KerasTuner). This package exports both, and imports the second only when one of 
 `ValidationNRMSE`, `TimeBudget`) live in `upt_keras.training.callbacks`.
 """
 
-import importlib
-
+from upt_keras._lazy import lazy_exports
 from upt_keras.tuning.search_space import (DEFAULT_TUNING, LAMBDAS, OBJECTIVES, SWITCHES, TUNERS, SearchSpace,
                                            effective_values, load_tuning_config, parse_tuning, resolve_space,
                                            trial_config)
@@ -71,7 +70,4 @@ __all__ = ["DEFAULT_TUNING", "LAMBDAS", "OBJECTIVES", "SWITCHES", "TUNERS", "Sea
            "load_tuning_config", "parse_tuning", "resolve_space", "trial_config", *_SEARCH_NAMES]
 
 
-def __getattr__(name):
-    if name in _SEARCH_NAMES:
-        return getattr(importlib.import_module("upt_keras.tuning.search"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {name: "upt_keras.tuning.search" for name in _SEARCH_NAMES})

@@ -424,8 +424,6 @@ def run_tune(args) -> int:
     space = load_tuning_config(args.tuning_config)
     if args.objective:
         space["objective"] = args.objective
-    print(f"upt-keras: Keras {keras.__version__}, backend {keras.backend.backend()} (set KERAS_BACKEND to change "
-          "it)", flush=True)
     project_dir = os.path.join(args.directory, args.project_name)
     print(f"upt-keras: search in {os.path.abspath(project_dir)} ({args.tuner}, up to {args.max_trials} trials, "
           f"objective {space['objective']})", flush=True)
