@@ -82,7 +82,8 @@ def test_ks_chaotic_attractor_is_bounded_and_sensitive():
     u0 = gaussian_random_field(np.random.default_rng(0), 3, n, amplitude=1.0, length=length, alpha=2.0, tau=1.0)
     u = solve_kuramoto_sivashinsky(u0, t_end=150.0, dt_save=1.0, length=length, t_burn=50.0)
     assert np.all(np.isfinite(u)) and np.abs(u).max() < 5.0
-    np.testing.assert_allclose(u.mean(axis=-1), np.broadcast_to(u0.mean(axis=-1)[:, None], u.shape[:2]), atol=1e-12)  # the mean is invariant
+    mean = np.broadcast_to(u0.mean(axis=-1)[:, None], u.shape[:2])
+    np.testing.assert_allclose(u.mean(axis=-1), mean, atol=1e-12)  # the mean is invariant
     energy = (u**2).mean(axis=-1)  # on the L = 22 attractor <u^2> is about 1.4, between about 0.5 and 3.5
     assert np.all((energy.mean(axis=1) > 1.0) & (energy.mean(axis=1) < 2.0))
     assert energy.min() > 0.3 and energy.max() < 4.0
@@ -111,7 +112,8 @@ def test_fisher_uniform_state_follows_the_logistic_curve():
     exact = np.stack([logistic_solution(a, 3.0, times) for a in (0.01, 0.3, 0.9)])
     np.testing.assert_allclose(u, np.broadcast_to(exact[..., None], u.shape), rtol=1e-6, atol=0)
     # ETDRK4 order: halving the step divides the error by about 16
-    errors = [np.abs(solve_fisher_kpp(u0, 0.01, 3.0, 2.0, 0.2, dt=dt)[..., 0] - exact).max() for dt in (0.1, 0.05, 0.025)]
+    errors = [np.abs(solve_fisher_kpp(u0, 0.01, 3.0, 2.0, 0.2, dt=dt)[..., 0] - exact).max()
+              for dt in (0.1, 0.05, 0.025)]
     orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     assert np.all(orders > 3.6) and np.all(orders < 4.6), orders
 

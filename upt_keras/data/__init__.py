@@ -32,7 +32,7 @@ from upt_keras.data.default import (
     load_default_burgers,
 )
 from upt_keras.data.errors import DataError
-from upt_keras.data.generate import generate_burgers_dataset
+from upt_keras.data.generate import PDE_DEFAULTS, generate_burgers_dataset, generate_dataset
 from upt_keras.data.pdes import (
     fno_forcing,
     logistic_solution,
@@ -48,6 +48,7 @@ from upt_keras.data.writer import PDEBenchWriter, write_trajectories
 __all__ = [
     "DEFAULT_BURGERS",
     "DataError",
+    "PDE_DEFAULTS",
     "PDEBenchWriter",
     "PairDataset",
     "TrajectoryStore",
@@ -59,6 +60,7 @@ __all__ = [
     "ensure_default_burgers",
     "gaussian_random_field",
     "generate_burgers_dataset",
+    "generate_dataset",
     "load_default_burgers",
     "logistic_solution",
     "open_trajectories",

@@ -136,7 +136,7 @@ class SpectralGrid:
 
 
 class _Problem(SpectralGrid):
-    """Spectral operators of one Burgers equation on one grid (state: rfftn coefficients, components first for vectors)."""
+    """Operators of one Burgers equation on one grid (state: rfftn coefficients, components first for vectors)."""
 
     def __init__(self, shape, length, nu, equation):
         super().__init__(shape, length)

@@ -157,7 +157,7 @@ def fno_forcing(resolution, length=1.0, amplitude=0.1):
 
 
 class _Vorticity(SpectralGrid):
-    """Velocity from vorticity on a periodic grid: ``psi_hat = w_hat / |k|^2`` (mean mode 0), ``v = (psi_y, -psi_x)``."""
+    """Velocity from vorticity: ``psi_hat = w_hat / |k|^2`` (mean mode 0), ``v = (psi_y, -psi_x)``."""
 
     def __init__(self, shape, length):
         super().__init__(shape, length)
