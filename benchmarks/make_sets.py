@@ -1,4 +1,4 @@
-"""Write the accuracy benchmark's data sets beyond 1D Burgers, with the project's solvers (`upt_keras.data.generate_dataset`).
+"""Write the accuracy benchmark's data sets beyond 1D Burgers with the project's solvers (`generate_dataset`).
 
 Every set's equation, size and solver settings are in `SETS` below; nothing else decides them. Each file is written
 atomically into `--out-dir` (default `runs/bench_sets`, ignored by git) as `<name>.h5`; an existing file is kept unless
