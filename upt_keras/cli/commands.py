@@ -126,21 +126,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starts", choices=("initial", "all"), default="initial",
                    help="rollout start frames (default: the first frame of each test trajectory)")
 
-    p = sub.add_parser("generate-data", help="solve Burgers' equation and write an HDF5 trajectory file",
-                       description="Generate viscous Burgers trajectories (pseudo-spectral ETDRK4, periodic [0,1)^d) "
-                       "and write them in a PDEBench layout readable by data.source=hdf5.")
+    p = sub.add_parser("generate-data", help="solve a PDE (Burgers by default) and write an HDF5 trajectory file",
+                       description="Generate trajectories of a periodic PDE (pseudo-spectral ETDRK4) and write them in "
+                       "a PDEBench layout readable by data.source=hdf5: viscous Burgers (1D/2D, scalar or velocity), "
+                       "Kuramoto-Sivashinsky (1D), Fisher-KPP (1D/2D) or 2D Navier-Stokes vorticity (FNO forcing). "
+                       "Settings left out take the equation's defaults (upt_keras.data.generate.PDE_DEFAULTS).")
     p.add_argument("--out", "-o", required=True, help="output HDF5 file")
-    p.add_argument("--dim", type=int, choices=(1, 2), default=1, help="1 or 2 space dimensions (default 1)")
+    p.add_argument("--pde", choices=("burgers", "ks", "fisher", "navier-stokes"), default="burgers",
+                   help="equation (default burgers)")
+    p.add_argument("--dim", type=int, choices=(1, 2), default=None,
+                   help="1 or 2 space dimensions (default 1; navier-stokes: 2)")
     p.add_argument("--num-samples", type=_positive_int, default=100, help="trajectories (default 100)")
-    p.add_argument("--resolution", type=_positive_int, default=256, help="stored points per direction (default 256)")
+    p.add_argument("--resolution", type=_positive_int, default=None,
+                   help="stored points per direction (default 256; navier-stokes: 64)")
     p.add_argument("--solver-resolution", type=_positive_int, default=None,
                    help="solver grid, a multiple of --resolution (default: --resolution)")
-    p.add_argument("--nu", type=_positive_float, default=0.01, help="viscosity (default 0.01)")
-    p.add_argument("--ic", choices=("grf", "sinusoid"), default="grf", help="initial conditions (default grf)")
-    p.add_argument("--equation", choices=("scalar", "vector"), default="scalar",
-                   help="2D only: scalar Burgers or the two-component velocity form (default scalar)")
-    p.add_argument("--t-end", type=_positive_float, default=0.4, help="final time (default 0.4)")
-    p.add_argument("--dt-save", type=_positive_float, default=0.01, help="time between frames (default 0.01)")
+    p.add_argument("--nu", type=_positive_float, default=None,
+                   help="viscosity or diffusion coefficient (default: burgers 0.01, fisher 0.005, navier-stokes 1e-3)")
+    p.add_argument("--rate", type=_positive_float, default=None, help="fisher: reaction rate (default 2)")
+    p.add_argument("--length", type=_positive_float, default=None, help="domain length (default 1; ks: 64)")
+    p.add_argument("--t-burn", type=float, default=None,
+                   help="ks: time solved before the first stored frame (default 100)")
+    p.add_argument("--ic", choices=("grf", "sinusoid"), default=None,
+                   help="burgers: initial conditions (default grf; the other equations use grf)")
+    p.add_argument("--equation", choices=("scalar", "vector"), default=None,
+                   help="burgers, 2D only: scalar Burgers or the two-component velocity form (default scalar)")
+    p.add_argument("--t-end", type=_positive_float, default=None,
+                   help="final time (default: burgers 0.4, ks 20, fisher 1, navier-stokes 20)")
+    p.add_argument("--dt-save", type=_positive_float, default=None,
+                   help="time between frames (default: burgers 0.01, ks 0.5, fisher 0.05, navier-stokes 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -359,27 +373,32 @@ def _cmd_rollout(args):
 
 
 def _cmd_generate(args):
-    from upt_keras.data import DataError, generate_burgers_dataset, open_trajectories
+    from upt_keras.data import DataError, generate_dataset, open_trajectories
 
-    if args.equation == "vector" and args.dim != 2:
+    settings = {key: getattr(args, key) for key in ("dim", "resolution", "solver_resolution", "nu", "rate", "length",
+                                                    "t_burn", "ic", "equation", "t_end", "dt_save")
+                if getattr(args, key) is not None}
+    if settings.get("equation") == "vector" and settings.get("dim") != 2:
         raise UsageError(f"{PROG} generate-data: --equation vector needs --dim 2")
-    if args.solver_resolution is not None and args.solver_resolution % args.resolution:
+    resolution = settings.get("resolution", 64 if args.pde == "navier-stokes" else 256)
+    if args.solver_resolution is not None and args.solver_resolution % resolution:
         raise UsageError(f"{PROG} generate-data: --solver-resolution {args.solver_resolution} is not a multiple "
-                         f"of --resolution {args.resolution}")
+                         f"of --resolution {resolution}")
     if os.path.isdir(args.out):
         raise UsageError(f"{PROG} generate-data: --out {args.out} is a folder; name the file to write")
     parent = os.path.dirname(os.path.abspath(args.out))
     created = run_dirs.make_folder(parent, "folder")
     try:
-        generate_burgers_dataset(
-            args.out, dim=args.dim, num_samples=args.num_samples, resolution=args.resolution,
-            solver_resolution=args.solver_resolution, nu=args.nu, t_end=args.t_end, dt_save=args.dt_save,
-            ic=args.ic, seed=args.seed, equation=args.equation, progress=not args.quiet,
-        )
+        generate_dataset(args.out, args.pde, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
+                         **settings)
     except BaseException as err:
         run_dirs.remove_unused(parent, created)  # the writer removes its own temporary file
         if isinstance(err, ValueError) and not isinstance(err, DataError):  # invalid combination of settings
-            raise UsageError(f"{PROG} generate-data: {err}") from None
+            message = str(err)
+            for key in settings:  # name the command-line option, not the keyword
+                if f"setting {key!r}" in message:
+                    message = f"--pde {args.pde} does not take --{key.replace('_', '-')}"
+            raise UsageError(f"{PROG} generate-data: {message}") from None
         if isinstance(err, OSError):
             raise UsageError(f"{PROG} generate-data: cannot write {args.out}: {err.strerror or err}") from None
         raise

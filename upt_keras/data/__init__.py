@@ -1,7 +1,8 @@
 """Data for UPT: Burgers solvers, PDEBench HDF5 files, and the Keras input pipeline.
 
-Modules: ``burgers`` (solvers and initial conditions), ``generate`` (Burgers data sets written to HDF5), ``writer``
-(atomic PDEBench writers), ``layouts`` (one reader class per HDF5 layout), ``store`` (the lazy reader
+Modules: ``burgers`` (Burgers solvers, the ETDRK4 integrator, initial conditions), ``pdes`` (Kuramoto-Sivashinsky,
+Fisher-KPP and 2D Navier-Stokes solvers on the same integrator), ``generate`` (data sets written to HDF5),
+``writer`` (atomic PDEBench writers), ``layouts`` (one reader class per HDF5 layout), ``store`` (the lazy reader
 ``open_trajectories``), ``errors`` (``DataError``), ``default`` (the built-in data set), ``splits`` and ``pipeline``.
 
 Importing this package imports only numpy and h5py. ``PairDataset`` (a ``keras.utils.PyDataset``, defined in
@@ -32,7 +33,15 @@ from upt_keras.data.default import (
     load_default_burgers,
 )
 from upt_keras.data.errors import DataError
-from upt_keras.data.generate import generate_burgers_dataset
+from upt_keras.data.generate import PDE_DEFAULTS, generate_burgers_dataset, generate_dataset
+from upt_keras.data.pdes import (
+    fno_forcing,
+    logistic_solution,
+    solve_fisher_kpp,
+    solve_kuramoto_sivashinsky,
+    solve_navier_stokes_2d,
+    vorticity_to_velocity,
+)
 from upt_keras.data.splits import compute_normalization, split_indices
 from upt_keras.data.store import TrajectoryStore, open_trajectories
 from upt_keras.data.writer import PDEBenchWriter, write_trajectories
@@ -40,23 +49,31 @@ from upt_keras.data.writer import PDEBenchWriter, write_trajectories
 __all__ = [
     "DEFAULT_BURGERS",
     "DataError",
+    "PDE_DEFAULTS",
     "PDEBenchWriter",
     "PairDataset",
     "TrajectoryStore",
     "cole_hopf_solution",
     "compute_normalization",
     "default_burgers_path",
+    "fno_forcing",
     "default_cache_dir",
     "ensure_default_burgers",
     "gaussian_random_field",
     "generate_burgers_dataset",
+    "generate_dataset",
     "load_default_burgers",
+    "logistic_solution",
     "open_trajectories",
     "periodic_grid",
     "sinusoid_initial_condition",
     "solve_burgers",
+    "solve_fisher_kpp",
+    "solve_kuramoto_sivashinsky",
+    "solve_navier_stokes_2d",
     "split_indices",
     "stable_time_step",
+    "vorticity_to_velocity",
     "write_trajectories",
 ]
 

@@ -31,6 +31,9 @@ __all__ = [
     "stable_time_step",
     "solve_burgers",
     "cole_hopf_solution",
+    "SpectralGrid",
+    "etdrk4",
+    "substeps_for",
 ]
 
 # Points on the upper half of the contour circle used for the ETDRK4 coefficients. 32 points give coefficients accurate
@@ -104,30 +107,46 @@ def _etdrk4_coefficients(lin, h):
     return np.exp(hl), np.exp(hl / 2.0), q, f1, f2, f3
 
 
-class _Problem:
-    """Spectral operators of one equation on one grid (state: rfftn coefficients, components first for vectors)."""
+class SpectralGrid:
+    """Fourier operators of a periodic grid for the pseudo-spectral solvers (rfftn layout over the trailing axes).
 
-    def __init__(self, shape, length, nu, equation):
+    Attributes: ``shape``, ``dim``, ``axes`` (the spatial axes, counted from the end), ``ks`` (angular wavenumbers per
+    axis, broadcast to the rfftn layout), ``k2`` (``|k|^2``), ``ik`` (``1j * k`` per axis) and ``mask`` (the 2/3 rule).
+
+    Example:
+        >>> g = SpectralGrid((8,), 1.0)
+        >>> g.k2.shape
+        (5,)
+    """
+
+    def __init__(self, shape, length):
         self.shape = tuple(int(s) for s in shape)
         self.dim = len(self.shape)
         self.axes = tuple(range(-self.dim, 0))
-        self.equation = equation
         self.ks, ns = _wavenumbers(self.shape, float(length))
         self.mask = _dealias_mask(self.shape, ns)
-        k2 = sum(k**2 for k in self.ks)
-        self.lin = -float(nu) * k2
+        self.k2 = sum(k**2 for k in self.ks)
         self.ik = [1j * k for k in self.ks]
-        if equation == "scalar":
-            # (u^2/2)_x + (u^2/2)_y = sum_i d_i (u^2/2): one transform pair per evaluation.
-            self._flux_factor = -0.5 * sum(self.ik) * self.mask
-        else:
-            self._neg_mask = -self.mask.astype(np.float64)
 
     def forward(self, u):
         return np.fft.rfftn(u, axes=self.axes)
 
     def inverse(self, v):
         return np.fft.irfftn(v, s=self.shape, axes=self.axes)
+
+
+class _Problem(SpectralGrid):
+    """Operators of one Burgers equation on one grid (state: rfftn coefficients, components first for vectors)."""
+
+    def __init__(self, shape, length, nu, equation):
+        super().__init__(shape, length)
+        self.equation = equation
+        self.lin = -float(nu) * self.k2
+        if equation == "scalar":
+            # (u^2/2)_x + (u^2/2)_y = sum_i d_i (u^2/2): one transform pair per evaluation.
+            self._flux_factor = -0.5 * sum(self.ik) * self.mask
+        else:
+            self._neg_mask = -self.mask.astype(np.float64)
 
     def nonlinear(self, v):
         """Spectral coefficients of minus the (dealiased) nonlinear term."""
@@ -142,6 +161,64 @@ class _Problem:
             term = u[:, j : j + 1] * du
             adv = term if adv is None else adv + term
         return self._neg_mask * self.forward(adv)
+
+
+def substeps_for(dt_save, dt):
+    """The internal step ``dt_save / m`` for the smallest integer ``m`` with ``dt_save / m <= dt``; returns ``(h, m)``.
+
+    Example:
+        >>> substeps_for(0.01, 0.003)
+        (0.0025, 4)
+    """
+    dt = float(dt)
+    if not dt > 0.0:
+        raise ValueError(f"dt must be > 0, got {dt}")
+    m = max(1, int(math.ceil(float(dt_save) / dt - 1e-9)))
+    return float(dt_save) / m, m
+
+
+def etdrk4(lin, nonlinear, state, n_save, dt_save, dt, store):
+    """Advance ``v_t = lin * v + nonlinear(v)`` in Fourier space with ETDRK4 and call ``store(i, v)`` at every frame.
+
+    The one time integrator of the solvers in this package (Cox-Matthews ETDRK4, coefficients by Kassam-Trefethen
+    contour integrals): ``lin`` is the diagonal linear operator (broadcast against ``state``), ``nonlinear`` maps the
+    spectral state to the spectral coefficients of the rest of the right-hand side. The internal step is
+    ``substeps_for(dt_save, dt)``, so frames land exactly on ``0, dt_save, ..., n_save * dt_save``.
+
+    Args:
+        lin: complex or real array, the linear operator's eigenvalues.
+        nonlinear: callable ``v -> N(v)`` (same shape as ``v``).
+        state: initial spectral state.
+        n_save: frames after the initial one.
+        dt_save: time between frames.
+        dt: largest internal step.
+        store: callable ``(i, v)``, called for ``i = 0..n_save``.
+
+    Returns:
+        the final spectral state.
+
+    Example:
+        >>> out = []
+        >>> v = etdrk4(np.array([-1.0]), lambda v: 0.0 * v, np.array([1.0 + 0j]), 1, 1.0, 0.5,
+        ...            lambda i, v: out.append(v.real[0]))
+        >>> bool(abs(out[-1] - math.exp(-1.0)) < 1e-12)
+        True
+    """
+    h, substeps = substeps_for(dt_save, dt)
+    e, e2, q, f1, f2, f3 = _etdrk4_coefficients(lin, h)
+    store(0, state)
+    for i in range(1, int(n_save) + 1):
+        for _ in range(substeps):
+            nv = nonlinear(state)
+            a = e2 * state + q * nv
+            na = nonlinear(a)
+            b = e2 * state + q * na
+            nb = nonlinear(b)
+            c = e2 * a + q * (2.0 * nb - nv)
+            nc = nonlinear(c)
+            state = e * state + f1 * nv + 2.0 * f2 * (na + nb) + f3 * nc
+        store(i, state)
+    return state
 
 
 def stable_time_step(u_max, nu, resolution, length=1.0, dim=1, safety=1.0):
@@ -246,14 +323,7 @@ def solve_burgers(u0, nu, t_end, dt_save, dt=None, length=1.0, equation="scalar"
 
     if dt is None:
         dt = stable_time_step(np.max(np.abs(u0)) if u0.size else 0.0, nu, max(grid), length, dim=len(grid))
-    dt = float(dt)
-    if not dt > 0.0:
-        raise ValueError(f"dt must be > 0, got {dt}")
-    substeps = max(1, int(math.ceil(dt_save / dt - 1e-9)))
-    h = dt_save / substeps
-
     prob = _Problem(grid, length, nu, equation)
-    e, e2, q, f1, f2, f3 = _etdrk4_coefficients(prob.lin, h)
     batch = u0.shape[0]
 
     if equation == "vector":
@@ -264,23 +334,11 @@ def solve_burgers(u0, nu, t_end, dt_save, dt=None, length=1.0, equation="scalar"
 
     out = np.empty((batch, n_save + 1) + tuple(u0.shape[1:]), dtype=dtype)
 
-    def store(i):
-        u = prob.inverse(state)
+    def store(i, v):
+        u = prob.inverse(v)
         out[:, i] = np.moveaxis(u, 1, -1) if equation == "vector" else u
 
-    store(0)
-    nonlinear = prob.nonlinear
-    for i in range(1, n_save + 1):
-        for _ in range(substeps):
-            nv = nonlinear(state)
-            a = e2 * state + q * nv
-            na = nonlinear(a)
-            b = e2 * state + q * na
-            nb = nonlinear(b)
-            c = e2 * a + q * (2.0 * nb - nv)
-            nc = nonlinear(c)
-            state = e * state + f1 * nv + 2.0 * f2 * (na + nb) + f3 * nc
-        store(i)
+    etdrk4(prob.lin, prob.nonlinear, state, n_save, dt_save, dt, store)
     return out
 
 
