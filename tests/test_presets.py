@@ -53,3 +53,40 @@ def test_shipped_configs_build_their_preset(path, name):
     for key, value in kwargs.items():
         if key in sizes:
             assert list(value) == list(sizes[key]) if isinstance(value, (list, tuple)) else value == sizes[key], key
+
+
+def _built(make):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    return make()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_yaml_and_python_paths_build_the_same_model(name, tmp_path):
+    """A YAML naming the preset and `UPT.from_preset` give the same config, weight count and outputs."""
+    import json
+
+    import keras
+    import numpy as np
+
+    from upt_keras import UPTObjective
+    from upt_keras.training import objective_kwargs
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"model:\n  preset: {name}\n")
+    cfg = load_config(path)
+    sizes = preset(name)
+    grid, fields = sizes["grid_shape"], sizes["num_fields"]
+    from_yaml = _built(lambda: UPT.from_sizes(grid, fields, **model_kwargs(cfg),
+                                              objective=UPTObjective(**objective_kwargs(cfg))))
+    from_python = _built(lambda: UPT.from_preset(name, objective=UPTObjective(seed=cfg.seed)))
+
+    def config(model):
+        return json.dumps({k: v for k, v in model.get_config().items() if k != "name"}, sort_keys=True, default=str)
+
+    assert config(from_yaml) == config(from_python)
+    assert from_yaml.count_params() == from_python.count_params() > 0
+    u = np.random.default_rng(0).normal(size=(1,) + tuple(grid) + (fields,)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(from_yaml(u)), keras.ops.convert_to_numpy(from_python(u)),
+                               rtol=1e-6, atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 
 from upt_keras.training import pipeline
 from upt_keras.config import ConfigError, load_config, save_config
-from upt_keras.training.run_files import comparable_config, settings_changes, write_json
+from upt_keras.run_files import comparable_config, settings_changes, write_json
 
 
 def test_write_json_creates_the_folder_and_leaves_no_temporary_file(tmp_path):

@@ -26,7 +26,7 @@ import numpy as np
 
 from upt_keras.evaluation import metrics as M
 from upt_keras.backend import inference_mode
-from upt_keras.training.run_files import write_json
+from upt_keras.run_files import write_json
 
 __all__ = [
     "collect_pairs",

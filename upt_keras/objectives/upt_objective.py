@@ -81,7 +81,7 @@ class UPTObjective(keras.layers.Layer):
 
     def __init__(self, num_queries=None, query_strategy="uniform", seed=None, **settings):
         layer_kwargs = {k: settings.pop(k) for k in list(settings) if k not in OBJECTIVE_KEYS}
-        super().__init__(**layer_kwargs)
+        super().__init__(**dict({"name": "objective"}, **layer_kwargs))
         try:
             self.settings = validated(ObjectiveSettings, settings)
         except ConfigError as exc:

@@ -42,7 +42,7 @@ from upt_keras.training.data import PreparedData, prepare_data
 from upt_keras.training.pipeline import (BACKUP_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, NORMALIZATION_FILE,
                                          backup_epoch, make_callbacks, train)
 from upt_keras.training.setup import (GLOBAL_CLIPNORM, build_model, calibrate_step_seconds, make_lr_schedule,
-                                      make_optimizer, model_kwargs, precision_policy, seed_everything)
+                                      make_optimizer, model_kwargs, objective_kwargs, precision_policy, seed_everything)
 
 __all__ = [
     "BACKUP_DIR",
@@ -57,6 +57,7 @@ __all__ = [
     "make_lr_schedule",
     "make_optimizer",
     "model_kwargs",
+    "objective_kwargs",
     "seed_everything",
     "calibrate_step_seconds",
     "build_model",

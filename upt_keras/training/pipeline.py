@@ -16,7 +16,7 @@ import keras
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
 from upt_keras.training.callbacks import InverseLossCurriculum, TimeBudget
 from upt_keras.training.data import prepare_data
-from upt_keras.training.run_files import comparable_config, settings_changes, write_json
+from upt_keras.run_files import comparable_config, settings_changes, write_json
 from upt_keras.training.setup import build_model, calibrate_step_seconds, check_supported
 
 __all__ = ["MODEL_FILE", "HISTORY_FILE", "CONFIG_FILE", "NORMALIZATION_FILE", "BACKUP_DIR", "make_callbacks",

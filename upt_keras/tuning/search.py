@@ -19,7 +19,7 @@ import yaml
 from upt_keras import training
 from upt_keras.training.callbacks import InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
-from upt_keras.training.run_files import comparable_config, settings_changes, write_json
+from upt_keras.run_files import comparable_config, settings_changes, write_json
 from upt_keras.tuning.search_space import (
     LAMBDAS,
     TUNERS,
