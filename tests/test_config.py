@@ -269,6 +269,17 @@ def test_shipped_configs_fit_their_grids():
         256, 3, 4, 256)
     assert c2.training.query_sampling.num_queries == 2048 and c2.training.batch_size == 10
 
+    # the 2D CPU default carries the 1D default's recipe: residual, zero-initialised local model, reconstruction,
+    # 2-step loss, step-normalised consistency, a time budget; Q = 1024 stratified queries of the 4096 points
+    d2 = load_config(os.path.join(REPO, "configs", "train_burgers2d.yaml"))
+    validate_for_grid(d2, (64, 64))
+    assert d2.model.preset == "b2d" and d2.model.residual and d2.model.approximator_zero_init
+    assert d2.model.approximator_locality and d2.model.decoder_locality and d2.model.pooling == "average"
+    assert d2.training.rollout_loss_steps == 2 and d2.training.lambda_latent_consistency > 0
+    assert (d2.training.lambda_inv_enc, d2.training.lambda_inv_dec) == (1, 0) and d2.training.time_budget_seconds
+    qs2 = d2.training.query_sampling
+    assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (1024, "stratified")
+
 
 def test_light_modules_import_no_framework():
     # Load the modules by file (bypassing the package __init__) and check nothing heavy came with them.

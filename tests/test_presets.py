@@ -43,7 +43,8 @@ def test_config_preset_fills_the_model_section_and_keys_override_it():
 
 
 @pytest.mark.parametrize("path, name", [("configs/train_burgers1d.yaml", "b1d"),
-                                        ("configs/train_burgers2d_64.yaml", "b64")])
+                                        ("configs/train_burgers2d_64.yaml", "b64"),
+                                        ("configs/train_burgers2d.yaml", "b2d")])
 def test_shipped_configs_build_their_preset(path, name):
     import os
 

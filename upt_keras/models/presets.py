@@ -55,7 +55,16 @@ PRESETS = {
         approximator_heads=4, approximator_zero_init=True, approximator_locality=True, mlp_ratio=4, decoder_width=64,
         decoder_depth=1, decoder_heads=4, decoder_mlp_dim=128, decoder_locality=True, frequencies=(1, 2, 4, 8, 16, 32),
     ),
-    # workload B64 (configs/train_burgers2d_64.yaml, benchmarks/bench_b64.py): 2D 64x64
+    # the 2D CPU default (configs/train_burgers2d.yaml): 64x64 / patch 4 = 256 patch tokens kept as 256 latent tokens
+    # of width 64 (one per patch, with positions for the locality biases), zero-initialised local approximator,
+    # local decoder: the 1D default's recipe on a 2D grid
+    "b2d": dict(
+        grid_shape=(64, 64), num_fields=1, patch_size=4, encoder_dim=64, encoder_depth=1, encoder_heads=4,
+        num_latent_tokens=256, latent_dim=64, pooling="average", approximator_width=96, approximator_depth=2,
+        approximator_heads=4, approximator_zero_init=True, approximator_locality=True, mlp_ratio=4, decoder_width=64,
+        decoder_depth=1, decoder_heads=4, decoder_mlp_dim=128, decoder_locality=True, frequencies=(1, 2, 4, 8, 16),
+    ),
+    # workload B64 (configs/train_burgers2d_64.yaml, benchmarks/bench_b64.py): 2D 64x64, sized for a GPU
     "b64": dict(
         grid_shape=(64, 64), num_fields=1, patch_size=4, encoder_dim=128, encoder_depth=1, encoder_heads=4,
         num_latent_tokens=128, latent_dim=128, pooling="perceiver", approximator_width=256, approximator_depth=8,
@@ -155,3 +164,14 @@ def check_parts(encoder, approximator, decoder, grid_shape=None, residual=False)
         raise ValueError(f"approximator latent_dim={approximator.latent_dim} != encoder latent_dim="
                          f"{encoder.latent_dim}")
     return grid_shape
+
+
+def normalisation(field_mean, field_std, num_fields):
+    """(mean, std) as lists of `num_fields` floats (defaults 0 and 1); a `ValueError` names what is wrong."""
+    mean = [0.0] * num_fields if field_mean is None else [float(v) for v in field_mean]
+    std = [1.0] * num_fields if field_std is None else [float(v) for v in field_std]
+    if len(mean) != num_fields or len(std) != num_fields:
+        raise ValueError(f"field_mean and field_std need {num_fields} entries (one per field)")
+    if min(std) <= 0:
+        raise ValueError(f"field_std must be positive, got {std}")
+    return mean, std

@@ -11,29 +11,25 @@ from keras import ops
 
 from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates, interpolate_on_grid
-from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, check_parts, preset
-from upt_keras.objectives.settings import OBJECTIVE_KEYS
+from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, check_parts, normalisation, preset
 from upt_keras.objectives.upt_objective import UPTObjective
 
 
 @keras.saving.register_keras_serializable(package="upt_keras")
 class UPT(keras.Model):
-    """UPT neural PDE surrogate: any encoder, a latent approximator, a decoder evaluable at any point.
+    """UPT neural PDE surrogate: `encode(u_t) -> z_t`, `step(z_t) -> z_{t+1}`, `decode(z_{t+1}, coords)`.
 
-    `encode(u_t) -> z_t`, `step(z_t) -> z_{t+1}`, `decode(z_{t+1}, coords) -> u_{t+1}(coords)`. Fields are in
-    physical units (normalised inside with `field_mean` / `field_std`); coordinates in [0, 1) per axis (grid point
-    i of n sits at i / n); full decodes live on the output grid `grid_shape`.
+    Fields are in physical units (normalised inside with `field_mean` / `field_std`), coordinates in [0, 1) per axis
+    (grid point i of n at i / n); full decodes live on the output grid `grid_shape`.
 
     Args:
-        encoder: a `upt_keras.layers.Encoder` (`GridEncoder`, `PointCloudEncoder`).
-        approximator: `Approximator`.  decoder: `AnyPointDecoder`.
-        dt: float, the time step the model advances (conditions the approximator).
-        field_mean, field_std: per-channel lists, normalisation of the fields.
+        encoder, approximator, decoder: an `Encoder` (`GridEncoder`, `PointCloudEncoder`), `Approximator`,
+            `AnyPointDecoder`.
+        dt: float, the time step the model advances.  field_mean, field_std: per-channel lists.
         decode_chunk_size: int, decode at most this many points at once.
         grid_shape: the output grid; needed when the encoder does not take a grid.
-        residual: bool, decode the change (grid encoders): a prediction from `u_t` is `decode(z_next) + (u_t -
-            decode(z_t))`, so an untrained model (zero-initialised approximator) is the identity. Off the grid
-            `u_t` is interpolated (`layers.interpolate_on_grid`).
+        residual: bool (grid encoders), predict `decode(z_next) + (u_t - decode(z_t))`: an untrained model (zero-
+            initialised approximator) is the identity; off the grid `u_t` is interpolated.
         objective: the `UPTObjective` `fit` minimises (default: the one-step forward MSE alone).
 
     Example:
@@ -53,12 +49,7 @@ class UPT(keras.Model):
         if int(decode_chunk_size) < 1:
             raise ValueError(f"decode_chunk_size must be >= 1, got {decode_chunk_size}")
         self.dt, self.decode_chunk_size = float(dt), int(decode_chunk_size)
-        self.field_mean = [0.0] * self.num_fields if field_mean is None else [float(v) for v in field_mean]
-        self.field_std = [1.0] * self.num_fields if field_std is None else [float(v) for v in field_std]
-        if len(self.field_mean) != self.num_fields or len(self.field_std) != self.num_fields:
-            raise ValueError(f"field_mean and field_std need {self.num_fields} entries (one per field)")
-        if min(self.field_std) <= 0:
-            raise ValueError(f"field_std must be positive, got {self.field_std}")
+        self.field_mean, self.field_std = normalisation(field_mean, field_std, self.num_fields)
         positions = encoder.token_positions  # for the locality biases; None without
         self._token_positions = None if positions is None else np.asarray(positions, "float32")
         self.grid_coords = grid_coordinates(self.grid_shape)  # (N, d) numpy, float32
@@ -129,12 +120,9 @@ class UPT(keras.Model):
         return self.approximator(z, dt=self.dt if dt is None else dt, positions=self._token_positions)
 
     def decode(self, z, coords=None, chunk_size=None, gradients=False):
-        """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)); `coords=None`: the
-        full grid, (B, *grid, C). Large Q is decoded in chunks of `chunk_size` (default `decode_chunk_size`) points.
-
-        Without `gradients` this is inference: no autograd graph is recorded and the result carries no gradient, so
-        memory stays bounded by one chunk. `gradients=True` (the training objective) keeps every chunk's activations.
-        """
+        """Latent tokens -> physical field values (B, Q, C) at `coords` ((Q, d) or (B, Q, d)), or (B, *grid, C) on the
+        full grid, in chunks of `chunk_size` points. Without `gradients` (inference) no autograd graph is kept, so
+        memory stays bounded by one chunk; the training objective asks for `gradients=True`."""
         if not gradients:
             with inference_mode():
                 return ops.stop_gradient(self.decode(z, coords, chunk_size, gradients=True))
@@ -183,13 +171,9 @@ class UPT(keras.Model):
         return {"z": z, "z_next": z_next} if training else self.predict_from_latents(fields, z, z_next, coords)
 
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
-        """Rolls the model forward `num_steps` steps from `inputs` (what `call` takes); a numpy array (B, K, *grid, C),
-        or (B, K, Q, C) with `coords`.
-
-        `mode="latent"`: encode once, step the approximator `num_steps` times and decode only the frames asked
-        for (a residual model adds the start state's correction, computed once). `mode="physical"`: decode on the
-        full grid and re-encode after every step. `decode_steps` (1-based, default all) selects the frames.
-        """
+        """`num_steps` steps from `inputs` (what `call` takes): a numpy array (B, K, *grid, C), or (B, K, Q, C) at
+        `coords`. `mode="latent"`: encode once, step `num_steps` times, decode only the `decode_steps` (1-based,
+        default all); `"physical"`: decode the full grid and re-encode after every step."""
         if mode not in ("latent", "physical"):
             raise ValueError(f"rollout mode must be 'latent' or 'physical', got {mode!r}")
         if int(num_steps) < 1:
@@ -219,14 +203,9 @@ class UPT(keras.Model):
         return self.objective(self, x, y, y_pred, training=training)
 
     # ------------------------------------------------------------------------------------------------ config
-    def load_own_variables(self, store):
-        o = self.objective
-        own = self._trainable_variables + self._non_trainable_variables
-        if list(store.keys()) and not own:  # a file from before the objective was an object: its variables
-            for i, variable in enumerate((o.inv_enc_weight, o.inv_dec_weight, o.train_step_counter)):
-                variable.assign(store[str(i)])
-            return
-        super().load_own_variables(store)
+    def load_own_variables(self, store):  # a file from before the objective was an object holds its variables here
+        if not self.objective.load_legacy_variables(store, self._trainable_variables + self._non_trainable_variables):
+            super().load_own_variables(store)
 
     def get_config(self):
         config = super().get_config()
@@ -242,9 +221,4 @@ class UPT(keras.Model):
         for key in ("encoder", "approximator", "decoder", "objective"):
             if key in config:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
-        # files written before the objective was an object of its own hold its settings among the model's
-        legacy = {k: config.pop(k) for k in list(config) if k in OBJECTIVE_KEYS + ("num_queries", "query_strategy",
-                                                                                  "seed")}
-        if legacy:
-            config["objective"] = UPTObjective(**legacy)
-        return cls(**config)
+        return cls(**UPTObjective.from_legacy_model_config(config))

@@ -356,6 +356,23 @@ class UPTObjective(keras.layers.Layer):
             return
         super().load_own_variables(store)
 
+    def load_legacy_variables(self, store, model_variables):
+        """A model file from before the objective was an object of its own keeps this objective's weights and step
+        counter among the model's variables: `UPT.load_own_variables` hands them here. True when it did."""
+        if model_variables or not list(store.keys()):
+            return False
+        for i, variable in enumerate((self.inv_enc_weight, self.inv_dec_weight, self.train_step_counter)):
+            variable.assign(store[str(i)])
+        return True
+
+    @classmethod
+    def from_legacy_model_config(cls, config):
+        """A model config with the objective's settings among the model's (files before the objective was an
+        object) turned into one with an `objective`; other configs unchanged."""
+        keys = OBJECTIVE_KEYS + ("num_queries", "query_strategy", "seed")
+        legacy = {k: config.pop(k) for k in list(config) if k in keys}
+        return dict(config, objective=cls(**legacy)) if legacy else config
+
     def get_config(self):
         config = super().get_config()
         config.update(self.settings.model_dump(), num_queries=self.num_queries, query_strategy=self.query_strategy,
