@@ -14,38 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import sys
-import time
-
 import numpy as np
 
 from upt_keras.data import burgers as _burgers
 from upt_keras.data.writer import PDEBenchWriter
+from upt_keras.progress import Progress
 
 __all__ = ["generate_burgers_dataset"]
-
-
-class _Progress:
-    """A minimal text progress bar on stderr (keeps the data package free of framework imports)."""
-
-    def __init__(self, total, label, enabled):
-        self.total = max(int(total), 1)
-        self.label = label
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def update(self, done):
-        if not self.enabled:
-            return
-        frac = min(done / self.total, 1.0)
-        bar = "=" * int(30 * frac)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        end = "\n" if done >= self.total else ""
-        sys.stderr.write(
-            f"\r{self.label} [{bar:<30}] {done}/{self.total}  {elapsed:5.1f}s elapsed, ~{eta:5.1f}s left{end}"
-        )
-        sys.stderr.flush()
 
 
 def generate_burgers_dataset(
@@ -86,7 +61,7 @@ def generate_burgers_dataset(
         ic: ``"grf"`` (``gaussian_random_field``) or ``"sinusoid"`` (``sinusoid_initial_condition``).
         seed: integer seed.
         batch: trajectories solved together.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar (on a terminal) or one line when done (in a log).
         equation: ``"scalar"`` or, in 2D, ``"vector"`` (two velocity channels).
         solver_resolution: grid for the solver (default ``resolution``).
         dt: largest internal time step (default: ``stable_time_step`` for the largest possible initial peak, the
@@ -138,8 +113,8 @@ def generate_burgers_dataset(
         if bound is not None:
             dt = _burgers.stable_time_step(bound, nu, solver_resolution, length, dim=dim)
     seeds = np.random.SeedSequence(int(seed)).spawn(int(num_samples))
-    bar = _Progress(num_samples, "Burgers", progress)
-    bar.update(0)
+    bar = Progress(num_samples, f"generating {num_samples} Burgers trajectories ({dim}D, {resolution} points per "
+                   f"axis)", "trajectories", enabled=progress)
     space = (slice(None),) + (slice(None, None, stride),) * dim
 
     with PDEBenchWriter(path, layout, num_samples, n_save + 1, grid, num_channels, coords, times, attrs) as writer:
@@ -150,7 +125,8 @@ def generate_burgers_dataset(
             u = _burgers.solve_burgers(u0, nu, t_end, dt_save, dt=dt, length=length, equation=equation)
             u = u[(slice(None),) + space]
             writer.write(start, u if channels else u[..., None])
-            bar.update(stop)
+            bar.update(stop, trajectories_per_s=stop / max(bar.seconds, 1e-9))
+    bar.close()
     return path
 
 

@@ -66,15 +66,29 @@ def predict(model, x, batch_size, verbose=0) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), dtype=np.float32)[:n]
 
 
-def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0) -> dict:
+def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, progress: bool = False) -> dict:
     """Physical-space metrics of one-step predictions on every pair of `dataset`, and of the identity baseline.
+
+    Args:
+        progress: show the progress (batches predicted: a bar on a terminal, one line in a log).
 
     Returns:
         `{"model": all_metrics(pred, truth), "identity": all_metrics(u_t, truth), "num_pairs": n}`.
     """
-    x, y = collect_pairs(dataset)
+    from upt_keras.progress import Progress
+
     batch_size = batch_size or getattr(dataset, "batch_size", 32)
-    pred = predict(model, x, batch_size, verbose)
+    bar = Progress(len(dataset), f"test, one step ({getattr(dataset, 'num_pairs', '?')} pairs)", "batches",
+                   enabled=progress)
+    xs, ys, preds = [], [], []
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        xs.append(np.asarray(x, np.float32))
+        ys.append(np.asarray(y, np.float32))
+        preds.append(predict(model, xs[-1], batch_size, verbose))
+        bar.update(i + 1)
+    bar.close()
+    x, y, pred = np.concatenate(xs), np.concatenate(ys), np.concatenate(preds)
     if pred.shape != y.shape:
         raise ValueError(f"model predictions have shape {pred.shape}, the targets {y.shape}")
     return {"model": M.all_metrics(pred, y), "identity": M.all_metrics(x, y), "num_pairs": int(x.shape[0])}
@@ -122,7 +136,7 @@ def curve_summary(pred, truth) -> dict:
 
 
 def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial", num_steps: int | None = None,
-                    batch_size: int = 64, return_predictions: bool = False):
+                    batch_size: int = 64, return_predictions: bool = False, progress: bool = False):
     """Autoregressive rollouts on the test trajectories, per mode, with the identity baseline.
 
     Args:
@@ -134,6 +148,7 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
         num_steps: steps to compare (default and maximum: the dataset's `rollout_steps`).
         batch_size: rollouts computed together.
         return_predictions: also return `{mode: predictions}` and the arrays used.
+        progress: show the progress of each mode (rollouts done: a bar on a terminal, one line in a log).
 
     Returns:
         `{"num_steps", "num_rollouts", "starts", "<mode>": curve_summary(...) + {"seconds"}, "identity": ...}`,
@@ -151,11 +166,17 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
         targets = targets[:, :k]
     out = {"num_steps": int(k), "num_rollouts": int(x0.shape[0]), "starts": starts}
     preds = {"x0": x0, "targets": targets, "pairs": pairs}
+    from upt_keras.progress import Progress
+
     for mode in modes:
         start = time.perf_counter()
+        bar = Progress(x0.shape[0], f"test, {mode} rollouts of {k} steps", "rollouts", enabled=progress)
+        parts = []
         with inference_mode():
-            parts = [np.asarray(model.rollout(x0[i:i + batch_size], k, mode=mode), np.float32)
-                     for i in range(0, x0.shape[0], batch_size)]
+            for i in range(0, x0.shape[0], batch_size):
+                parts.append(np.asarray(model.rollout(x0[i:i + batch_size], k, mode=mode), np.float32))
+                bar.update(min(i + batch_size, x0.shape[0]))
+        bar.close()
         seconds = time.perf_counter() - start
         pred = np.concatenate(parts)
         if pred.shape != targets.shape:
@@ -229,7 +250,7 @@ def write_metrics(path, metrics: dict) -> str:
 
 
 def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=ROLLOUT_MODES,
-             starts: str = "initial", extra: dict | None = None, verbose=0) -> dict:
+             starts: str = "initial", extra: dict | None = None, verbose=0, progress: bool = False) -> dict:
     """One-step and rollout test metrics in physical units, beside the identity baseline; optional files.
 
     Args:
@@ -240,6 +261,7 @@ def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=
         modes: rollout modes to evaluate.
         starts: rollout start frames (see `rollout_arrays`).
         extra: more top-level entries for the metrics dict (e.g. `{"training": {...}}`).
+        progress: show the progress of the one-step predictions and of each rollout mode.
 
     Returns:
         dict with `one_step` (`model`, `identity`, `num_pairs`), `rollout` (see `rollout_metrics`; absent without a
@@ -249,11 +271,11 @@ def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=
 
     result = {"backend": keras.backend.backend()}
     result.update(extra or {})
-    result["one_step"] = one_step_metrics(model, data.test, verbose=verbose)
+    result["one_step"] = one_step_metrics(model, data.test, verbose=verbose, progress=progress)
     predictions = None
     if data.rollout is not None and modes:
         result["rollout"], predictions = rollout_metrics(model, data.rollout, modes=modes, starts=starts,
-                                                         return_predictions=True)
+                                                         return_predictions=True, progress=progress)
     if run_dir is not None:
         files = {}
         if plots:

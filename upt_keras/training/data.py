@@ -10,8 +10,10 @@ import numpy as np
 
 from upt_keras.config import Config, ConfigError, validate_for_grid
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "prepare_data", "read_split"]
 
+#: Bytes read per block when a split is read into memory (`read_split`).
+READ_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -69,6 +71,36 @@ def _open_store(cfg: Config, progress: bool):
     return open_trajectories(d.path, d.reduced_resolution, d.reduced_resolution_t)
 
 
+class _Loaded:
+    """An array already read, served to `PairDataset` as a store (no second copy)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.num_samples = array.shape[0]
+
+    def read(self, indices):
+        return self.array if len(indices) == self.num_samples else self.array[np.asarray(indices)]
+
+
+def read_split(store, indices, label: str, progress: bool = True) -> np.ndarray:
+    """The trajectories `indices` of `store` as one float32 array, read in blocks of about 64 MB with progress
+    (trajectories read / total and MB/s: a bar on a terminal, one line in a log)."""
+    from upt_keras.progress import Progress
+
+    indices = np.asarray(indices, np.int64)
+    frame_bytes = int(np.prod(store.grid_shape)) * int(store.num_channels) * 4
+    traj_bytes = max(frame_bytes * int(store.num_frames), 1)
+    block = max(1, READ_BLOCK_BYTES // traj_bytes)
+    out = np.empty((indices.size, int(store.num_frames), *store.grid_shape, int(store.num_channels)), np.float32)
+    bar = Progress(indices.size, f"reading {label}", "trajectories", enabled=progress)
+    for start in range(0, indices.size, block):
+        stop = min(start + block, indices.size)
+        out[start:stop] = store.read(indices[start:stop])
+        bar.update(stop, MB_per_s=stop * traj_bytes / 2**20 / max(bar.seconds, 1e-9))
+    bar.close(f"{out.nbytes / 2**20:.1f} MB in memory")
+    return out
+
+
 def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progress: bool = True) -> PreparedData:
     """Open the trajectories named by `cfg.data`, split them and build the datasets.
 
@@ -81,7 +113,8 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         cfg: a Config.
         splits: which datasets to build; evaluation needs only `("test", "rollout")` (the statistics are then still
             computed when "train" is requested, else left None).
-        progress: show a progress bar if the default set has to be generated.
+        progress: show the progress of generating the default set (when it has to be) and of reading each split
+            (trajectories read / total, MB/s).
 
     Raises:
         ConfigError: the grid does not suit the model config (`validate_for_grid`), a split is empty, or the
@@ -106,8 +139,10 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"{store.path} has {frames} (after reduced_resolution_t={d.reduced_resolution_t})"
             )
         split = split_indices(store.num_samples, d.test_fraction, d.val_fraction)
-        if d.max_train_samples is not None:
-            split["train"] = split["train"][: d.max_train_samples]
+        full = {name: int(v.size) for name, v in split.items()}
+        for name, cap in (("train", d.max_train_samples), ("val", d.max_val_samples), ("test", d.max_test_samples)):
+            if cap is not None:
+                split[name] = split[name][:cap]
         for name in ("train", "test"):
             if split[name].size == 0:
                 raise ConfigError(
@@ -115,7 +150,6 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                     f"data.test_fraction={d.test_fraction}, data.val_fraction={d.val_fraction}); "
                     "use more samples or change the fractions"
                 )
-        stats = compute_normalization(store, split["train"]) if "train" in splits else None
         common = dict(batch_size=t.batch_size, time_stride=d.time_stride)
         # With a latent rollout loss (K > 1) training and validation targets are the next K frames.
         target_steps = max(t.rollout_loss_steps, t.latent_consistency_steps)
@@ -127,27 +161,39 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"training.{key}={target_steps} with data.time_stride={d.time_stride} needs "
                 f"trajectories of at least {target_steps * d.time_stride + 1} frames, {store.path} has {frames}"
             )
+        needed = d.rollout_steps * d.time_stride + 1
+        if "rollout" in splits and frames < needed:
+            raise ConfigError(
+                f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
+                f"of at least {needed} frames, {store.path} has {frames}"
+            )
+        arrays = {}
+        wanted = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
+                  "test": "test" in splits or "rollout" in splits}
+        for name in ("train", "val", "test"):
+            if wanted[name]:
+                arrays[name] = _Loaded(read_split(store, split[name], f"{name} split", progress))
+        stats = compute_normalization(arrays["train"].array) if "train" in splits else None
         train = None
         if "train" in splits:
-            train = PairDataset(store, split["train"], shuffle=True, seed=cfg.seed, **common, **k_step)
+            train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
-            val = PairDataset(store, split["val"], shuffle=False, **common, **k_step)
-        test = PairDataset(store, split["test"], shuffle=False, **common) if "test" in splits else None
+            # validation compares one-step predictions unless the objective's other terms are asked for
+            val_k = k_step if t.validation_terms == "all" else {}
+            val = PairDataset(arrays["val"], None, shuffle=False, **common, **val_k)
+        test = PairDataset(arrays["test"], None, shuffle=False, **common) if "test" in splits else None
         rollout = None
         if "rollout" in splits:
-            needed = d.rollout_steps * d.time_stride + 1
-            if frames < needed:
-                raise ConfigError(
-                    f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
-                    f"of at least {needed} frames, {store.path} has {frames}"
-                )
-            rollout = PairDataset(store, split["test"], shuffle=False, rollout_steps=d.rollout_steps, **common)
+            rollout = PairDataset(arrays["test"], None, shuffle=False, rollout_steps=d.rollout_steps, **common)
         dt = float(store.dt) * d.time_stride if store.dt else float(d.time_stride)
         coords = [np.asarray(c) for c in store.coords] if getattr(store, "coords", None) is not None else None
         times = None if store.times is None else np.asarray(store.times)
         info = {"path": store.path, "num_samples": int(store.num_samples), "num_frames": frames,
-                "nu": None if store.nu is None else float(store.nu)}
+                "nu": None if store.nu is None else float(store.nu),
+                "split_sizes": {name: int(v.size) for name, v in split.items()}, "split_sizes_before_caps": full,
+                "memory_bytes": int(sum(a.array.nbytes for a in arrays.values())),
+                "channel_names": getattr(store, "channel_names", None)}
         return PreparedData(
             train=train, val=val, test=test, rollout=rollout, grid_shape=grid_shape,
             num_channels=int(store.num_channels), dt=dt, stats=stats,
