@@ -43,6 +43,7 @@ __all__ = [
 
 ROLLOUT_MODES = ("latent", "physical")
 METRICS_FILE = "metrics.json"
+STEP_HISTORY_FILE = "history_steps.csv"  # written by upt_keras.training.monitoring.StepLog
 
 
 def collect_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +189,18 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
     return (out, preds) if return_predictions else out
 
 
+def _field_name(data) -> str:
+    """The first field's name: the file's channel name where it has one, else `u`."""
+    names = (getattr(data, "info", None) or {}).get("channel_names")
+    return str(names[0]) if names else "u"
+
+
+def _has_times(data, pairs, k) -> bool:
+    stride = getattr(data, "time_stride", 1) or 1
+    times = getattr(data, "times", None)
+    return times is not None and len(times) > int(pairs[0, 1]) + k * stride
+
+
 def _frame_times(data, pairs, k):
     """Times of frames t0, t0 + s, ..., t0 + k s of the first rollout (or step numbers when unknown)."""
     stride = getattr(data, "time_stride", 1) or 1
@@ -201,16 +214,22 @@ def _frame_times(data, pairs, k):
 def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None) -> dict:
     """Figures of a run; returns `{name: path}` of the files written.
 
-    - `loss_curves.png`: loss components and curriculum weights per epoch (from `history`, a CSV path or dict).
+    - `loss_curves.png`: losses, validation nRMSE beside the identity's and curriculum weights, per step when
+      `history_steps.csv` lies beside the `history` CSV, else per epoch (`history`: a CSV path or dict).
     - `rollout_nrmse.png`: nRMSE per rollout step, one curve per mode and the identity baseline.
     - 1D: `rollout_spacetime_<mode>.png`: truth / prediction / |error| of the first test rollout
-      (frames 0..K, channel 0); 2D: `rollout_frames_<mode>.png`.
+      (frames 0..K, the first field, named on the colourbars; physical times where the file has them); 2D:
+      `rollout_frames_<mode>.png`.
     """
     from upt_keras.evaluation import plots
 
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     written = {}
+    if isinstance(history, (str, os.PathLike)):
+        steps = os.path.join(os.path.dirname(os.fspath(history)), STEP_HISTORY_FILE)
+        if os.path.exists(steps) and os.path.getsize(steps) > 0:
+            history = steps  # per step: a short run has one or two epochs
     if history is not None and (not isinstance(history, (str, os.PathLike)) or os.path.exists(history)):
         try:
             written["loss_curves"] = plots.plot_loss_curves(history, os.path.join(run_dir, "loss_curves.png"))
@@ -227,20 +246,24 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
         k = targets.shape[1]
         truth = np.concatenate([x0[:1, None], targets[:1]], axis=1)[0, ..., 0]  # (K+1, *grid)
         grid_ndim = truth.ndim - 1
+        field = _field_name(data)
         for mode in ROLLOUT_MODES:
             if mode not in predictions:
                 continue
             pred = np.concatenate([x0[:1, None], predictions[mode][:1]], axis=1)[0, ..., 0]
-            title = f"{mode} rollout, test trajectory {int(pairs[0, 0])}, channel 0"
+            title = f"{mode} rollout, test trajectory {int(pairs[0, 0])}, {field}"
             if grid_ndim == 1:
                 coords = getattr(data, "coords", None)
                 x = coords[0] if coords is not None and len(coords[0]) == truth.shape[1] else None
                 name = f"rollout_spacetime_{mode}"
                 written[name] = plots.plot_spacetime(truth, pred, os.path.join(run_dir, f"{name}.png"), x=x,
-                                                     t=_frame_times(data, pairs, k), title=title)
+                                                     t=_frame_times(data, pairs, k) if _has_times(data, pairs, k) else None,
+                                                     title=title, field=field)
             elif grid_ndim == 2:
                 name = f"rollout_frames_{mode}"
-                written[name] = plots.plot_frames_2d(truth, pred, os.path.join(run_dir, f"{name}.png"), title=title)
+                times = _frame_times(data, pairs, k)
+                written[name] = plots.plot_frames_2d(truth, pred, os.path.join(run_dir, f"{name}.png"), title=title,
+                                                     field=field, times=times if _has_times(data, pairs, k) else None)
     return written
 
 
