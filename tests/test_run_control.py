@@ -175,7 +175,7 @@ def test_signal_saves_a_resumable_checkpoint_mid_epoch(small_file, tmp_path, cap
     out = capsys.readouterr().out
     assert "resuming the interrupted run" in out and "epoch 2, step 4 of 10 (global step 14)" in out
     assert counter.batches == 6 + 10  # the rest of epoch 2, then epoch 3: no step is done twice or skipped
-    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 30
+    assert metrics["training"]["steps_completed"] == 30  # 3 epochs of 10 steps, counted over both runs
     assert metrics["training"]["resumed_from_step"] == 14
     assert not (tmp_path / "backup").exists()  # finished: nothing left to resume
 
@@ -227,3 +227,31 @@ def test_progress_lines_and_generate_data(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("generating 4 Burgers trajectories (1D, 16 points per axis): 4 "
                                                    "trajectories in")
+
+
+# ------------------------------------------------------------------------------------------------ memory (F)
+
+
+def test_in_memory_false_reads_the_same_batches_from_the_file(small_file, tmp_path, capsys):
+    cfg = cfg_for(small_file, "training.rollout_loss_steps=2")
+    eager = training.prepare_data(cfg, progress=False)
+    lazy = training.prepare_data(cfg_for(small_file, "training.rollout_loss_steps=2", "data.in_memory=false"),
+                                 progress=False)
+    try:
+        assert lazy.info["memory_bytes"] == 0 < eager.info["memory_bytes"] == lazy.info["file_bytes"]
+        assert lazy.stats["std"] == pytest.approx(eager.stats["std"])
+        assert lazy.stats["mean"] == pytest.approx(eager.stats["mean"], abs=1e-9)
+        for name in ("train", "val", "test", "rollout"):
+            a, b = getattr(eager, name), getattr(lazy, name)
+            for i in (0, len(a) - 1):
+                np.testing.assert_array_equal(a[i][0], b[i][0])
+                np.testing.assert_array_equal(a[i][1], b[i][1])
+        line = training.pipeline._data_line(None, lazy)
+        assert "read from the file at every batch (data.in_memory: false" in line
+        assert "MB in memory (data.in_memory)" in training.pipeline._data_line(None, eager)
+    finally:
+        lazy.close()
+    _, _, metrics = training.train(cfg_for(small_file, "training.epochs=1", "data.in_memory=false"),
+                                   run_dir=str(tmp_path), verbose=2)
+    assert "read from the file at every batch" in capsys.readouterr().out
+    assert np.isfinite(metrics["one_step"]["model"]["nrmse"])

@@ -75,6 +75,9 @@ class DataConfig(Section):
     rollout_steps: Int = Field(20, ge=1)
     max_val_samples: Optional[Int] = Field(100, ge=1)  # validation trajectories at most (the first of the split)
     max_test_samples: Optional[Int] = Field(100, ge=1)  # test trajectories at most (one-step and rollouts)
+    # splits read into memory once (float32: trajectories x frames x points x fields x 4 bytes), or read from the
+    # file at every batch (no memory, each batch a few small reads)
+    in_memory: Bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:

@@ -256,8 +256,8 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
                 coords = getattr(data, "coords", None)
                 x = coords[0] if coords is not None and len(coords[0]) == truth.shape[1] else None
                 name = f"rollout_spacetime_{mode}"
-                written[name] = plots.plot_spacetime(truth, pred, os.path.join(run_dir, f"{name}.png"), x=x,
-                                                     t=_frame_times(data, pairs, k) if _has_times(data, pairs, k) else None,
+                t = _frame_times(data, pairs, k) if _has_times(data, pairs, k) else None
+                written[name] = plots.plot_spacetime(truth, pred, os.path.join(run_dir, f"{name}.png"), x=x, t=t,
                                                      title=title, field=field)
             elif grid_ndim == 2:
                 name = f"rollout_frames_{mode}"

@@ -3,11 +3,11 @@ arrives; `read_backup` and `restore_backup` bring it back.
 
 `run_dir/backup/` holds
 
-| file                     | content                                                                        |
-|--------------------------|--------------------------------------------------------------------------------|
-| `latest.weights.h5`      | the model's and the optimizer's variables (the optimizer's step count included) |
-| `training_metadata.json` | `epoch`, `batch` (batches of that epoch done), `step`, the shuffle generator's state, seconds used, best value |
-| `order.npy`              | the pair order of the epoch in progress                                        |
+| file                     | content                                                                          |
+|--------------------------|----------------------------------------------------------------------------------|
+| `latest.weights.h5`      | the model's and the optimizer's variables (the optimizer's step count included)  |
+| `training_metadata.json` | `epoch`, `batch` (batches of it done), `step`, shuffle state, seconds used, best |
+| `order.npy`              | the pair order of the epoch in progress                                          |
 
 A resumed run continues with the batches of the interrupted epoch that were not trained on, in the same order, then
 with the following epochs; an interruption loses at most `training.checkpoint_every_steps` steps (a signal: none).

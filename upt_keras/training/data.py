@@ -3,6 +3,7 @@ build the datasets (`prepare_data`, `PreparedData`)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class PreparedData:
         coords: list of 1D coordinate arrays (one per spatial axis), or None.
         times: frame times after `reduced_resolution_t`, or None.
         time_stride: `data.time_stride`.
+        store: the open store the datasets read from with `data.in_memory: false` (`close()` it), else None.
     """
 
     train: Any
@@ -51,6 +53,13 @@ class PreparedData:
     times: np.ndarray | None = None
     time_stride: int = 1
     info: dict = field(default_factory=dict)
+    store: Any = None
+
+    def close(self):
+        """Close the file a `data.in_memory: false` run reads from (nothing to do otherwise)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     @property
     def field_mean(self):
@@ -80,6 +89,37 @@ class _Loaded:
 
     def read(self, indices):
         return self.array if len(indices) == self.num_samples else self.array[np.asarray(indices)]
+
+
+class LazyTrajectories:
+    """The trajectories `indices` of an open store as a read-only `(n, T, *grid, C)` float32 array whose items are
+    read from the file when indexed (`data.in_memory: false`): `view[traj, t]` with integer arrays `traj`, `t` of
+    one shape reads the frames it needs, one trajectory at a time, and returns `traj.shape + (*grid, C)`."""
+
+    lazy = True
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, store, indices):
+        self.store = store
+        self.indices = np.asarray(indices, np.int64)
+        self.shape = (self.indices.size, int(store.num_frames), *store.grid_shape, int(store.num_channels))
+        self.nbytes = 0  # nothing held in memory
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple) or len(key) != 2:
+            raise TypeError("index a lazy trajectory view with (trajectories, frames) integer arrays")
+        traj, frames = np.broadcast_arrays(np.asarray(key[0], np.int64), np.asarray(key[1], np.int64))
+        out = np.empty(traj.shape + self.shape[2:], np.float32)
+        for u in np.unique(traj):
+            where = traj == u
+            wanted = frames[where]
+            lo, hi = int(wanted.min()), int(wanted.max()) + 1
+            block = self.store.read([int(self.indices[u])], frame_slice=slice(lo, hi))[0]
+            out[where] = block[wanted - lo]
+        return out
 
 
 def read_split(store, indices, label: str, progress: bool = True) -> np.ndarray:
@@ -129,7 +169,7 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; choose from train, val, test, rollout")
     store = _open_store(cfg, progress)
-    with store:
+    with (store if d.in_memory else contextlib.nullcontext(store)):
         grid_shape = tuple(int(n) for n in store.grid_shape)
         validate_for_grid(cfg, grid_shape)
         frames = int(store.num_frames)
@@ -168,12 +208,21 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"of at least {needed} frames, {store.path} has {frames}"
             )
         arrays = {}
+        if not d.in_memory:  # every batch is read from the file: the store stays open for the run
+            lazy = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
+                    "test": "test" in splits or "rollout" in splits}
+            arrays = {name: _Loaded(LazyTrajectories(store, split[name])) for name, on in lazy.items() if on}
         wanted = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
                   "test": "test" in splits or "rollout" in splits}
         for name in ("train", "val", "test"):
-            if wanted[name]:
+            if wanted[name] and name not in arrays:
                 arrays[name] = _Loaded(read_split(store, split[name], f"{name} split", progress))
-        stats = compute_normalization(arrays["train"].array) if "train" in splits else None
+        if "train" not in splits:
+            stats = None
+        elif d.in_memory:
+            stats = compute_normalization(arrays["train"].array)
+        else:
+            stats = compute_normalization(store, split["train"])
         train = None
         if "train" in splits:
             train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, **common, **k_step)
@@ -192,11 +241,12 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         info = {"path": store.path, "num_samples": int(store.num_samples), "num_frames": frames,
                 "nu": None if store.nu is None else float(store.nu),
                 "split_sizes": {name: int(v.size) for name, v in split.items()}, "split_sizes_before_caps": full,
-                "memory_bytes": int(sum(a.array.nbytes for a in arrays.values())),
+                "memory_bytes": int(sum(a.array.nbytes for a in arrays.values())), "in_memory": bool(d.in_memory),
+                "file_bytes": int(sum(np.prod(a.array.shape) * 4 for a in arrays.values())),
                 "channel_names": getattr(store, "channel_names", None)}
         return PreparedData(
             train=train, val=val, test=test, rollout=rollout, grid_shape=grid_shape,
             num_channels=int(store.num_channels), dt=dt, stats=stats,
             split={k: v.tolist() for k, v in split.items()}, path=store.path, coords=coords, times=times,
-            time_stride=d.time_stride, info=info,
+            time_stride=d.time_stride, info=info, store=None if d.in_memory else store,
         )

@@ -215,7 +215,10 @@ def _data_line(cfg: Config, data) -> str:
         pairs = f", {dataset.num_pairs} pairs" if dataset is not None else ""
         parts.append(f"{label} {n}{of} trajectories{pairs}")
     memory = data.info.get("memory_bytes")
-    where = f"; {_mb(memory)} in memory" if memory is not None else ""
+    where = f"; {_mb(memory)} in memory (data.in_memory)" if memory is not None else ""
+    if data.info.get("in_memory") is False:
+        where = (f"; read from the file at every batch (data.in_memory: false; in memory they would take "
+                 f"{_mb(data.info.get('file_bytes', 0))})")
     return f"data: {'; '.join(parts)}{where}"
 
 
@@ -435,6 +438,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     eval_start = time.monotonic()
     metrics = evaluation.evaluate(model, data, run_dir=run_dir, plots=cfg.output.plots, history=history_path,
                                   extra={"training": training_info}, progress=show)
+    data.close()
     training_info["evaluation_seconds"] = round(time.monotonic() - eval_start, 2)
     training_info["wall_seconds"] = round(state.elapsed(), 2)
     metrics["training"] = training_info
