@@ -6,6 +6,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -255,3 +257,19 @@ def test_in_memory_false_reads_the_same_batches_from_the_file(small_file, tmp_pa
                                    run_dir=str(tmp_path), verbose=2)
     assert "read from the file at every batch" in capsys.readouterr().out
     assert np.isfinite(metrics["one_step"]["model"]["nrmse"])
+
+
+def test_ctrl_c_on_the_command_line_exits_130_with_where_it_stopped(small_file, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    args = ["train", "--run-dir", str(tmp_path / "run"), "--verbose", "2"]
+    sets = ["data.source=hdf5", f"data.path={small_file}", "data.test_fraction=0.25", "data.val_fraction=0.25",
+            "data.rollout_steps=3", "training.batch_size=8", "training.epochs=2", "output.plots=false", *TINY_MODEL]
+    for item in sets:
+        args += ["--set", item]
+    proc = subprocess.run([sys.executable, os.path.join(root, "tests", "killed_cli.py"), "0:2:INT", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "interrupted by SIGINT at epoch 1, step 3 of 10 (global step 3)" in proc.stdout
+    assert read_backup(tmp_path / "run" / "backup")["step"] == 3
