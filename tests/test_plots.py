@@ -191,3 +191,10 @@ def test_colourbars_name_the_field_and_time_axes(tmp_path, figures):
     fig = figures[-1]
     assert [ax.get_title() for ax in fig.axes[:3]] == ["t = 0", "t = 0.05", "t = 0.1"]
     assert {ax.get_ylabel() for ax in fig.axes[9:]} == {"density", "|error| of density"}
+
+
+def test_rollout_error_steps_are_integers_with_physical_time_on_top(tmp_path, figures):
+    plot_rollout_error({"latent": [0.01, 0.02, 0.03]}, tmp_path / "r.png", dt=0.05)
+    ax, top = figures[-1].axes[0], figures[-1].axes[0].child_axes[0]
+    assert np.allclose(ax.get_xticks(), np.round(ax.get_xticks()))
+    assert top.get_xlabel() == "time after the start (dt = 0.05)"

@@ -273,3 +273,10 @@ def test_ctrl_c_on_the_command_line_exits_130_with_where_it_stopped(small_file, 
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert "interrupted by SIGINT at epoch 1, step 3 of 10 (global step 3)" in proc.stdout
     assert read_backup(tmp_path / "run" / "backup")["step"] == 3
+
+
+def test_early_stopping_patience_counts_validations_not_epochs(small_file, tmp_path):
+    cfg = cfg_for(small_file, "training.epochs=4", "training.validation_every_epochs=2",
+                  "training.early_stopping_patience=1")
+    training.train(cfg, run_dir=str(tmp_path), verbose=0)
+    assert len(_rows(tmp_path / "history.csv")) == 4  # epoch 3 was not validated: it is no lack of improvement

@@ -169,10 +169,11 @@ def test_make_callbacks_watch_the_forward_loss(tmp_path, burgers_file):
     cfg = tiny_cfg(burgers_file, "training.early_stopping_patience=3", "training.time_budget_seconds=60")
     data = training.prepare_data(cfg, splits=("train", "val"), progress=False)
     cbs = {type(c).__name__: c for c in training.make_callbacks(cfg, tmp_path, data=data)}
-    assert {"RunCheckpoint", "InverseLossCurriculum", "TimeBudget", "Validation", "EarlyStopping", "StepLog",
-            "CSVLogger"} <= set(cbs)
+    assert {"RunCheckpoint", "InverseLossCurriculum", "TimeBudget", "Validation", "EarlyStoppingOnValidation",
+            "StepLog", "CSVLogger"} <= set(cbs)
     assert "TensorBoard" not in cbs and "ModelCheckpoint" not in cbs
-    assert cbs["EarlyStopping"].monitor == "val_forward_loss"  # never the total loss with its ramping terms
+    # never the total loss with its ramping terms
+    assert cbs["EarlyStoppingOnValidation"].monitor == "val_forward_loss"
     assert cbs["Validation"].best_path == str(tmp_path / "model.keras") and cbs["Validation"].terms == "forward"
     assert cbs["RunCheckpoint"].backup_dir == str(tmp_path / "backup") and cbs["RunCheckpoint"].every_steps == 50
     assert cbs["CSVLogger"].filename == str(tmp_path / "history.csv") and not cbs["CSVLogger"].append
@@ -182,7 +183,7 @@ def test_make_callbacks_watch_the_forward_loss(tmp_path, burgers_file):
         tmp_path, has_validation=False, resume=True)}
     assert "InverseLossCurriculum" not in no_val and "TimeBudget" not in no_val and "Validation" not in no_val
     assert no_val["ModelCheckpoint"].monitor == "forward_loss" and no_val["ModelCheckpoint"].save_best_only
-    assert no_val["EarlyStopping"].monitor == "forward_loss" and no_val["CSVLogger"].append
+    assert no_val["EarlyStoppingOnValidation"].monitor == "forward_loss" and no_val["CSVLogger"].append
 
 
 def test_time_budget_stops_training_mid_epoch():

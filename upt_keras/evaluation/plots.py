@@ -261,9 +261,9 @@ def plot_frames_2d(true, pred, path, steps: Sequence[int] | None = None, title: 
 
 
 def plot_rollout_error(curves: Mapping[str, Sequence[float]], path, ylabel: str = "nRMSE",
-                       title: str | None = None, logy: bool = True) -> str:
+                       title: str | None = None, logy: bool = True, dt: float | None = None) -> str:
     """Error per rollout step for several named curves (e.g. latent vs physical rollout); step 1 is the first
-    predicted step."""
+    predicted step. With `dt` (time per step) a second axis on top gives the physical time `step x dt`."""
     if not curves:
         raise ValueError("curves must contain at least one named curve")
     arrays = {}
@@ -280,6 +280,9 @@ def plot_rollout_error(curves: Mapping[str, Sequence[float]], path, ylabel: str 
         ax.set_yscale("log")
     ax.set_xlabel("rollout step")
     _integer_ticks(ax.xaxis)
+    if dt:
+        top = ax.secondary_xaxis("top", functions=(lambda k: k * dt, lambda t: t / dt))
+        top.set_xlabel(f"time after the start (dt = {dt:g})")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

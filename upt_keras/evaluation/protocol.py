@@ -240,6 +240,7 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
         written["rollout_nrmse"] = plots.plot_rollout_error(
             curves, os.path.join(run_dir, "rollout_nrmse.png"),
             title=f"test nRMSE per rollout step ({rollout['num_rollouts']} rollouts)",
+            dt=getattr(data, "dt", None) if getattr(data, "times", None) is not None else None,
         )
     if predictions is not None:
         x0, targets, pairs = predictions["x0"], predictions["targets"], predictions["pairs"]

@@ -20,8 +20,8 @@ import numpy as np
 
 import keras
 
-__all__ = ["RunState", "StepCounter", "Validation", "StepLog", "TrainingProgress", "VALIDATION_KEYS",
-           "STEP_HISTORY_FILE"]
+__all__ = ["RunState", "StepCounter", "Validation", "EarlyStoppingOnValidation", "StepLog", "TrainingProgress",
+           "VALIDATION_KEYS", "STEP_HISTORY_FILE"]
 
 #: What `Validation` adds to the logs (NaN in an epoch without validation, so every history row has the columns).
 VALIDATION_KEYS = ("val_forward_loss", "val_nrmse", "val_identity_nrmse")
@@ -227,6 +227,17 @@ class Validation(keras.callbacks.Callback):
                 logs[key] = math.nan if results is None else results[key]
             if results is not None:
                 logs.update({k: v for k, v in results.items() if k not in logs})
+
+
+class EarlyStoppingOnValidation(keras.callbacks.EarlyStopping):
+    """`keras.callbacks.EarlyStopping` that skips epochs whose watched value is NaN (not validated, with
+    `training.validation_every_epochs` > 1): patience counts validations, not epochs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isnan(_as_float(value)):
+            return
+        super().on_epoch_end(epoch, logs)
 
 
 class StepLog(keras.callbacks.Callback):

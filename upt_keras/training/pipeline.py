@@ -17,8 +17,8 @@ from upt_keras.config import Config, ConfigError, config_from_dict, config_to_di
 from upt_keras.training.callbacks import InverseLossCurriculum, TimeBudget
 from upt_keras.training.checkpoint import (RemainingBatches, RunCheckpoint, TrainingInterrupted, read_backup,
                                            restore_backup)
-from upt_keras.training.monitoring import (STEP_HISTORY_FILE, RunState, StepCounter, StepLog, TrainingProgress,
-                                           Validation)
+from upt_keras.training.monitoring import (STEP_HISTORY_FILE, EarlyStoppingOnValidation, RunState, StepCounter,
+                                           StepLog, TrainingProgress, Validation)
 from upt_keras.training.data import prepare_data
 from upt_keras.training.run_files import comparable_config, settings_changes, write_json
 from upt_keras.training.setup import build_model, calibrate_step_seconds, check_supported
@@ -58,10 +58,11 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
     `TimeBudget` (when `training.time_budget_seconds` is set and `time_budget`), `TrainingProgress` (when
     `verbose`), `Validation` (with `data.val`: on `training.validation_every_epochs` / `validation_every_steps`,
     keeping the best model on `val_forward_loss` in `run_dir/model.keras`) or, without a validation split, a
-    `ModelCheckpoint` on `forward_loss`; `EarlyStopping` on the same value (when `training.early_stopping_patience`
-    is set), `StepLog` (`run_dir/history_steps.csv`), `RunCheckpoint` (`run_dir/backup`, every
-    `training.checkpoint_every_steps` steps, every epoch and on SIGINT / SIGTERM), `CSVLogger`
-    (`run_dir/history.csv`), `TensorBoard` (`run_dir/logs`, when `output.tensorboard`).
+    `ModelCheckpoint` on `forward_loss`; `EarlyStoppingOnValidation` on the same value (when
+    `training.early_stopping_patience` is set; patience counts validated epochs), `StepLog`
+    (`run_dir/history_steps.csv`), `RunCheckpoint` (`run_dir/backup`, every `training.checkpoint_every_steps` steps,
+    every epoch and on SIGINT / SIGTERM), `CSVLogger` (`run_dir/history.csv`), `TensorBoard` (`run_dir/logs`, when
+    `output.tensorboard`).
 
     Args:
         has_validation: whether there is a validation split (ignored when `data` is given: `data.val`).
@@ -109,8 +110,8 @@ def make_callbacks(cfg: Config, run_dir, has_validation: bool = True, resume: bo
         callbacks.append(keras.callbacks.ModelCheckpoint(model_path, monitor=monitor, mode="min", save_best_only=True,
                                                          initial_value_threshold=best_so_far))
     if t.early_stopping_patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="min",
-                                                       patience=t.early_stopping_patience))
+        callbacks.append(EarlyStoppingOnValidation(monitor=monitor, mode="min",
+                                                   patience=t.early_stopping_patience))
     callbacks.append(StepLog(os.path.join(run_dir, STEP_HISTORY_FILE), cfg.output.log_every_steps, validation,
                              state, append=bool(resume)))
     best = (lambda: {"best": validation.best}) if validation is not None else None
