@@ -280,3 +280,24 @@ def test_early_stopping_patience_counts_validations_not_epochs(small_file, tmp_p
                   "training.early_stopping_patience=1")
     training.train(cfg, run_dir=str(tmp_path), verbose=0)
     assert len(_rows(tmp_path / "history.csv")) == 4  # epoch 3 was not validated: it is no lack of improvement
+
+
+def test_a_resumed_budgeted_run_keeps_its_fitted_schedule(small_file, tmp_path, monkeypatch):
+    from upt_keras.training import pipeline
+
+    seen = []
+    original = pipeline.build_model
+
+    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
+        seen.append(schedule_steps)
+        return original(cfg, data, steps_per_epoch, schedule_steps)
+
+    monkeypatch.setattr(pipeline, "build_model", spy)
+    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data: 10.0)  # 0.97 * ~200 / 10 steps
+    cfg = cfg_for(small_file, "training.epochs=3", "training.time_budget_seconds=200")
+    with pytest.raises(TrainingInterrupted):
+        training.train(cfg, run_dir=str(tmp_path), verbose=0, callbacks=[SignalAt(0, 2)])
+    fitted = seen[-1]
+    assert 17 <= fitted <= 19 and read_backup(tmp_path / "backup")["schedule_steps"] == fitted
+    training.train(cfg, run_dir=str(tmp_path), verbose=0)
+    assert seen[-1] == fitted  # not the 30 steps of 3 epochs: the learning rate goes on where it was

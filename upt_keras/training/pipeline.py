@@ -337,6 +337,8 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
             step_seconds = calibrate_step_seconds(cfg, data)
             budget_left = max(t.time_budget_seconds - state.elapsed(), 1.0)
             schedule_steps = max(1, min(t.epochs * len(data.train), int(0.97 * budget_left / step_seconds)))
+        if saved is not None:  # the learning-rate schedule the interrupted run was fitted to
+            schedule_steps = saved.get("schedule_steps")
         model = build_model(cfg, data, schedule_steps=schedule_steps)
         if saved is not None:
             restore_backup(model, data.train, backup_dir)
@@ -367,6 +369,9 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                                    reserve=reserve) + extra_callbacks
         validation = next((c for c in callbacks if isinstance(c, Validation)), None)
         holder["validation"] = validation
+        checkpointer = next(c for c in callbacks if isinstance(c, RunCheckpoint))
+        more = checkpointer.extra
+        checkpointer.extra = lambda: {**(more() if more is not None else {}), "schedule_steps": schedule_steps}
         if t.time_budget_seconds is not None:
             val_text = (f"~{validation.estimate_seconds(seconds_per_pair):.1f} s per validation "
                         f"({validation.num_pairs} pairs); " if validation is not None else "")
@@ -394,7 +399,6 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                                 verbose=0)
         train_seconds = time.monotonic() - fit_start
 
-    checkpointer = next(c for c in callbacks if isinstance(c, RunCheckpoint))
     if state.interrupted:
         epoch, batch, step = checkpointer.saved_at or (state.epoch, state.batch, state.step)
         message = (f"interrupted by {state.interrupted} at epoch {epoch + 1}, step {batch} of {len(data.train)} "
