@@ -301,3 +301,14 @@ def test_a_resumed_budgeted_run_keeps_its_fitted_schedule(small_file, tmp_path, 
     assert 17 <= fitted <= 19 and read_backup(tmp_path / "backup")["schedule_steps"] == fitted
     training.train(cfg, run_dir=str(tmp_path), verbose=0)
     assert seen[-1] == fitted  # not the 30 steps of 3 epochs: the learning rate goes on where it was
+
+
+def test_a_budget_too_small_for_validation_and_evaluation_is_announced(small_file, tmp_path, capsys, monkeypatch):
+    from upt_keras.training import pipeline
+
+    monkeypatch.setattr(pipeline, "_seconds_per_pair", lambda model, data: 1.0)  # 40 validation pairs: 40 s
+    cfg = cfg_for(small_file, "training.epochs=1", "training.time_budget_seconds=30")
+    _, _, metrics = training.train(cfg, run_dir=str(tmp_path), verbose=2)
+    out = capsys.readouterr().out
+    assert "warning: the validation and the test evaluation need ~" in out and "lower data.max_val_samples" in out
+    assert metrics["training"]["steps_completed"] == 1
