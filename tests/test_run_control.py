@@ -312,3 +312,11 @@ def test_a_budget_too_small_for_validation_and_evaluation_is_announced(small_fil
     out = capsys.readouterr().out
     assert "warning: the validation and the test evaluation need ~" in out and "lower data.max_val_samples" in out
     assert metrics["training"]["steps_completed"] == 1
+
+
+def test_validation_terms_all_adds_the_objectives_terms(small_file, tmp_path):
+    cfg = cfg_for(small_file, "training.epochs=1", "training.validation_terms=all", "training.use_inverse_losses=true",
+                  "training.inverse_loss_warmup_epochs=0")
+    training.train(cfg, run_dir=str(tmp_path), verbose=0)
+    row = _rows(tmp_path / "history.csv")[0]
+    assert math.isfinite(float(row["val_inv_enc_loss"])) and math.isfinite(float(row["val_forward_loss"]))
