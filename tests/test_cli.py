@@ -173,7 +173,7 @@ def test_train_resume_evaluate_rollout_end_to_end(tmp_path, tiny_config, capsys)
     out = resumed.stdout
     assert f"backend {BACKEND} on CPU" in out and "resuming the interrupted run" in out and "identity" in out
     assert resumed.stderr == ""  # no log lines of TensorFlow (on any backend), nor of any other framework
-    assert "Epoch 2/3" in out and "Epoch 1/3" not in out  # lost only the epoch in progress
+    assert "epoch 2/3: " in out and "epoch 1/3" not in out  # lost only the epoch in progress
     assert _epochs(run) == [0, 1, 2]
     for name in ("config.yaml", "normalization.json", "model.keras", "history.csv", "metrics.json",
                  "loss_curves.png", "rollout_nrmse.png", "rollout_spacetime_latent.png",

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "upt_keras"
 LAYERS = ["_lazy", "_registration", "configs", "schema", "backend", "distribute", "layers", "objectives", "models", "config",
-          "run_files", "data", "evaluation", "training", "tuning", "cli"]
+          "run_files", "progress", "data", "evaluation", "training", "tuning", "cli"]
 
 
 def _module_name(path):

@@ -124,3 +124,77 @@ def test_rollout_error_bad_input(tmp_path):
         plot_rollout_error({"latent": np.zeros((2, 3))}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="at least one"):
         plot_rollout_error({}, tmp_path / "x.png")
+
+
+# -------------------------------------------------------------------------------- read at a glance
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions draw, before they are written."""
+    from upt_keras.evaluation import plots
+
+    drawn = []
+    original = plots._save
+
+    def keep(fig, path):
+        drawn.append(fig)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+def _legend(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_loss_curves_per_step_with_validation_nrmse_and_identity(tmp_path, figures):
+    path = tmp_path / "history_steps.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "epoch", "loss", "forward_loss", "val_loss", "val_forward_loss", "val_nrmse",
+                    "val_identity_nrmse"])
+        for step in range(10, 110, 10):
+            val = step % 50 == 0
+            w.writerow([step, step / 40, 1 / step, 0.9 / step, "", 2 / step if val else "", 0.1 / step if val else "",
+                        0.03 if val else ""])
+    plot_loss_curves(str(path), tmp_path / "loss.png")
+    fig = figures[-1]
+    loss_ax, nrmse_ax = fig.axes[:2]
+    assert "val_forward_loss" in _legend(loss_ax) and "val_loss" not in _legend(loss_ax)
+    assert _legend(nrmse_ax) == ["validation nRMSE", "identity (u_t+1 = u_t)"]
+    x, y = nrmse_ax.get_lines()[0].get_data()
+    assert list(x) == [50, 100] and y[0] == pytest.approx(0.002)  # rows without validation are skipped
+    assert fig.axes[-1].get_xlabel() == "training step"
+    ticks = fig.axes[-1].get_xticks()
+    assert np.allclose(ticks, np.round(ticks))  # integer steps
+
+
+def test_loss_curves_per_epoch_count_from_one(tmp_path, figures):
+    plot_loss_curves({"epoch": [0, 1], "loss": [1.0, 0.5], "val_forward_loss": [0.9, 0.4]}, tmp_path / "l.png")
+    ax = figures[-1].axes[-1]
+    assert ax.get_xlabel() == "epoch" and list(ax.get_lines()[0].get_xdata()) == [1, 2]
+    assert np.allclose(ax.get_xticks(), np.round(ax.get_xticks()))
+
+
+def test_colourbars_name_the_field_and_time_axes(tmp_path, figures):
+    true = np.random.default_rng(0).normal(size=(5, 16))
+    plot_spacetime(true, true + 0.1, tmp_path / "st.png", field="Vx")
+    labels = [ax.get_ylabel() for ax in figures[-1].axes[3:]]
+    assert labels == ["Vx", "Vx", "|error| of Vx"]
+    assert figures[-1].axes[0].get_ylabel() == "step"
+    plot_spacetime(true, true, tmp_path / "st2.png", t=np.linspace(0, 0.4, 5))
+    assert figures[-1].axes[0].get_ylabel() == "t"
+    frames = np.random.default_rng(1).normal(size=(3, 8, 8))
+    plot_frames_2d(frames, frames, tmp_path / "f.png", field="density", times=[0.0, 0.05, 0.1])
+    fig = figures[-1]
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["t = 0", "t = 0.05", "t = 0.1"]
+    assert {ax.get_ylabel() for ax in fig.axes[9:]} == {"density", "|error| of density"}
+
+
+def test_rollout_error_steps_are_integers_with_physical_time_on_top(tmp_path, figures):
+    plot_rollout_error({"latent": [0.01, 0.02, 0.03]}, tmp_path / "r.png", dt=0.05)
+    ax, top = figures[-1].axes[0], figures[-1].axes[0].child_axes[0]
+    assert np.allclose(ax.get_xticks(), np.round(ax.get_xticks()))
+    assert top.get_xlabel() == "time after the start (dt = 0.05)"

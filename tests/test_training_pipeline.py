@@ -144,7 +144,8 @@ def test_rollout_loss_steps_give_k_step_targets_and_a_k_step_model(burgers_file)
     data = training.prepare_data(cfg, splits=("train", "val", "test"), progress=False)
     x, y = data.train[0]
     assert y.shape == x.shape[:1] + (3,) + x.shape[1:]
-    assert data.val[0][1].shape[1] == 3 and data.test[0][1].shape == data.test[0][0].shape  # test stays one-step
+    # validation and test stay one-step: validation watches the one-step forward loss
+    assert data.val[0][1].shape == data.val[0][0].shape and data.test[0][1].shape == data.test[0][0].shape
     traj, t0 = data.train.pairs[data.train._order[0]]
     np.testing.assert_array_equal(y[0, 2], data.train.trajectories[traj, t0 + 3])
     model = training.build_model(cfg, data)
@@ -167,21 +168,23 @@ def test_build_model_rejects_data_parallel_on_torch(burgers_file):
 
 def test_make_callbacks_watch_the_forward_loss(tmp_path, burgers_file):
     cfg = tiny_cfg(burgers_file, "training.early_stopping_patience=3", "training.time_budget_seconds=60")
-    cbs = {type(c).__name__: c for c in training.make_callbacks(cfg, tmp_path)}
-    assert {"BackupAndRestore", "InverseLossCurriculum", "TimeBudget", "ModelCheckpoint", "EarlyStopping",
-            "CSVLogger"} <= set(cbs)
-    assert "TensorBoard" not in cbs
-    assert cbs["ModelCheckpoint"].monitor == "val_forward_loss" and cbs["ModelCheckpoint"].save_best_only
-    assert cbs["EarlyStopping"].monitor == "val_forward_loss"  # never the total loss with its ramping terms
-    assert cbs["ModelCheckpoint"].filepath == str(tmp_path / "model.keras")
-    assert cbs["BackupAndRestore"].backup_dir == str(tmp_path / "backup")
+    data = training.prepare_data(cfg, splits=("train", "val"), progress=False)
+    cbs = {type(c).__name__: c for c in training.make_callbacks(cfg, tmp_path, data=data)}
+    assert {"RunCheckpoint", "InverseLossCurriculum", "TimeBudget", "Validation", "EarlyStoppingOnValidation",
+            "StepLog", "CSVLogger"} <= set(cbs)
+    assert "TensorBoard" not in cbs and "ModelCheckpoint" not in cbs
+    # never the total loss with its ramping terms
+    assert cbs["EarlyStoppingOnValidation"].monitor == "val_forward_loss"
+    assert cbs["Validation"].best_path == str(tmp_path / "model.keras") and cbs["Validation"].terms == "forward"
+    assert cbs["RunCheckpoint"].backup_dir == str(tmp_path / "backup") and cbs["RunCheckpoint"].every_steps == 50
     assert cbs["CSVLogger"].filename == str(tmp_path / "history.csv") and not cbs["CSVLogger"].append
     assert cbs["InverseLossCurriculum"].warmup_epochs == 1
     no_val = {type(c).__name__: c for c in training.make_callbacks(
         tiny_cfg(burgers_file, "training.use_inverse_losses=false", "training.early_stopping_patience=2"),
         tmp_path, has_validation=False, resume=True)}
-    assert "InverseLossCurriculum" not in no_val and "TimeBudget" not in no_val
-    assert no_val["EarlyStopping"].monitor == "forward_loss" and no_val["CSVLogger"].append
+    assert "InverseLossCurriculum" not in no_val and "TimeBudget" not in no_val and "Validation" not in no_val
+    assert no_val["ModelCheckpoint"].monitor == "forward_loss" and no_val["ModelCheckpoint"].save_best_only
+    assert no_val["EarlyStoppingOnValidation"].monitor == "forward_loss" and no_val["CSVLogger"].append
 
 
 def test_time_budget_stops_training_mid_epoch():

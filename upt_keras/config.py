@@ -75,6 +75,11 @@ class DataConfig(Section):
     val_fraction: Float = Field(0.1, ge=0.0, lt=1.0)
     max_train_samples: Optional[Int] = Field(None, ge=1)
     rollout_steps: Int = Field(20, ge=1)
+    max_val_samples: Optional[Int] = Field(100, ge=1)  # validation trajectories at most (the first of the split)
+    max_test_samples: Optional[Int] = Field(100, ge=1)  # test trajectories at most (one-step and rollouts)
+    # splits read into memory once (float32: trajectories x frames x points x fields x 4 bytes), or read from the
+    # file at every batch (no memory, each batch a few small reads)
+    in_memory: Bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -151,6 +156,11 @@ class TrainingConfig(ObjectiveSettings):
     jit_compile: bool_or("auto") = "auto"
     early_stopping_patience: Optional[Int] = Field(None, ge=1)
     distribution: Optional[one_of("data_parallel", nullable=True)] = None
+    # validation: the one-step forward loss and nRMSE ("forward"), or also the objective's other terms ("all")
+    validation_terms: one_of("forward", "all") = "forward"
+    validation_every_epochs: Int = Field(1, ge=1)  # validate after every n-th epoch (and after the last)
+    validation_every_steps: Optional[Int] = Field(None, ge=1)  # also validate every n training steps
+    checkpoint_every_steps: Optional[Int] = Field(50, ge=1)  # resumable state every n steps (and every epoch)
 
     @property
     def amp_policy(self) -> str | None:
@@ -175,6 +185,7 @@ class OutputConfig(Section):
     run_dir: Text = "runs/burgers1d"
     tensorboard: Bool = False
     plots: Bool = True
+    log_every_steps: Int = Field(10, ge=1)  # a row of history_steps.csv every n training steps
 
 
 class Config(Section):

@@ -17,39 +17,15 @@ Example:
 from __future__ import annotations
 
 import inspect
-import sys
-import time
 
 import numpy as np
 
 from upt_keras.data import burgers as _burgers
 from upt_keras.data import pdes as _pdes
 from upt_keras.data.writer import PDEBenchWriter
+from upt_keras.progress import Progress
 
 __all__ = ["PDE_DEFAULTS", "generate_burgers_dataset", "generate_dataset"]
-
-
-class _Progress:
-    """A minimal text progress bar on stderr (keeps the data package free of framework imports)."""
-
-    def __init__(self, total, label, enabled):
-        self.total = max(int(total), 1)
-        self.label = label
-        self.enabled = enabled
-        self.start = time.perf_counter()
-
-    def update(self, done):
-        if not self.enabled:
-            return
-        frac = min(done / self.total, 1.0)
-        bar = "=" * int(30 * frac)
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        end = "\n" if done >= self.total else ""
-        sys.stderr.write(
-            f"\r{self.label} [{bar:<30}] {done}/{self.total}  {elapsed:5.1f}s elapsed, ~{eta:5.1f}s left{end}"
-        )
-        sys.stderr.flush()
 
 
 def generate_burgers_dataset(
@@ -90,7 +66,7 @@ def generate_burgers_dataset(
         ic: ``"grf"`` (``gaussian_random_field``) or ``"sinusoid"`` (``sinusoid_initial_condition``).
         seed: integer seed.
         batch: trajectories solved together.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar (on a terminal) or one line when done (in a log).
         equation: ``"scalar"`` or, in 2D, ``"vector"`` (two velocity channels).
         solver_resolution: grid for the solver (default ``resolution``).
         dt: largest internal time step (default: ``stable_time_step`` for the largest possible initial peak, the
@@ -160,15 +136,16 @@ def _write_samples(path, solve, label, dim, resolution, stride, num_channels, n_
     if layout is None:
         layout = "tensor" if (dim == 1 and num_channels == 1) else "groups"
     seeds = np.random.SeedSequence(int(seed)).spawn(int(num_samples))
-    bar = _Progress(num_samples, label, progress)
-    bar.update(0)
+    bar = Progress(num_samples, f"generating {num_samples} {label} trajectories ({dim}D, {resolution} points per "
+                   f"axis)", "trajectories", enabled=progress)
     space = (slice(None), slice(None)) + (slice(None, None, stride),) * dim
     with PDEBenchWriter(path, layout, num_samples, n_save + 1, grid, num_channels, coords, times, attrs) as writer:
         for start in range(0, int(num_samples), int(batch)):
             stop = min(start + int(batch), int(num_samples))
             u = solve(seeds[start:stop])[space]
             writer.write(start, u if u.ndim == dim + 3 else u[..., None])
-            bar.update(stop)
+            bar.update(stop, trajectories_per_s=stop / max(bar.seconds, 1e-9))
+    bar.close()
 
 
 _EQUATION_TEXT = {

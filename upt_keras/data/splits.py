@@ -48,7 +48,8 @@ def split_indices(num_samples, test_fraction=0.1, val_fraction=0.1):
 def _read(source, indices):
     """float32 (n, T, *grid, C) for the given samples of a TrajectoryStore-like object or an in-memory array."""
     if hasattr(source, "read"):
-        return np.asarray(source.read(indices), dtype=np.float32)
+        data = source.read(indices)
+        return data if getattr(data, "lazy", False) else np.asarray(data, dtype=np.float32)  # lazy: read when indexed
     data = np.asarray(source)
     if data.ndim < 4:
         raise ValueError(f"an in-memory source must have shape (S, T, *grid, C), got {data.shape}")

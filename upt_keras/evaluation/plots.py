@@ -17,7 +17,10 @@ import numpy as np
 __all__ = ["plot_loss_curves", "plot_spacetime", "plot_frames_2d", "plot_rollout_error", "read_history"]
 
 #: Loss components drawn by `plot_loss_curves`, in this order, when present in the history.
-LOSS_COLUMNS = ("loss", "forward_loss", "inv_enc_loss", "inv_dec_loss", "val_loss", "val_forward_loss")
+LOSS_COLUMNS = ("loss", "forward_loss", "inv_enc_loss", "inv_dec_loss", "consistency_loss", "val_loss",
+                "val_forward_loss")
+#: Validation nRMSE and the identity baseline's, drawn on a panel of their own when present.
+NRMSE_COLUMNS = ("val_nrmse", "val_identity_nrmse")
 #: Curriculum weights drawn on the lower panel when present.
 WEIGHT_COLUMNS = ("lambda_inv_enc", "lambda_inv_dec")
 
@@ -65,48 +68,85 @@ def read_history(history) -> dict[str, np.ndarray]:
     raise TypeError(f"history must be a CSV path, a dict of lists or a History, got {type(history).__name__}")
 
 
-def plot_loss_curves(history_csv_or_dict, path, title: str | None = None) -> str:
-    """Loss components per epoch (log y) and, when logged, the inverse-loss curriculum weights underneath.
+def _integer_ticks(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
 
-    Draws whichever of `loss, forward_loss, inv_enc_loss, inv_dec_loss, val_loss, val_forward_loss` are present
-    (other columns are ignored) and `lambda_inv_enc`, `lambda_inv_dec` on a second panel. The x axis is the `epoch`
-    column when present, else 0, 1, 2, ...
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _finite(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(y)
+    return x[: len(y)][keep[: len(x)]], y[keep][: len(x)]
+
+
+def plot_loss_curves(history_csv_or_dict, path, title: str | None = None) -> str:
+    """Training history at a glance: losses (log y), the validation nRMSE beside the identity's, and, when logged, the
+    inverse-loss curriculum weights.
+
+    The x axis is the training step when the history has a `step` column (`history_steps.csv`), else the epoch
+    (1-based); ticks are integers. Drawn when present: `loss, forward_loss, inv_enc_loss, inv_dec_loss,
+    consistency_loss, val_forward_loss` (`val_loss` only when `val_forward_loss` is absent: they are the same value
+    and one would hide the other); `val_nrmse` with `val_identity_nrmse` (the error of predicting `u_t+1 = u_t`);
+    `lambda_inv_enc`, `lambda_inv_dec`. A value missing in a row (e.g. no validation at that step) is skipped.
 
     Raises:
         ValueError: when none of the loss columns is present.
     """
     hist = read_history(history_csv_or_dict)
-    losses = [c for c in LOSS_COLUMNS if c in hist and np.any(np.isfinite(hist[c]))]
+    columns = list(LOSS_COLUMNS)
+    if "val_forward_loss" in hist and np.any(np.isfinite(hist["val_forward_loss"])):
+        columns.remove("val_loss")
+    losses = [c for c in columns if c in hist and np.any(np.isfinite(hist[c]))]
     weights = [c for c in WEIGHT_COLUMNS if c in hist and np.any(np.isfinite(hist[c]))]
+    nrmse = [c for c in NRMSE_COLUMNS if c in hist and np.any(np.isfinite(hist[c]))]
     if not losses:
         raise ValueError(f"no loss columns to plot; expected some of {list(LOSS_COLUMNS)}, got {sorted(hist)}")
     n = len(hist[losses[0]])
-    epochs = hist["epoch"] if "epoch" in hist and len(hist["epoch"]) == n else np.arange(n, dtype=float)
-
-    fig = _new_figure(8, 6.5 if weights else 4.5)
-    if weights:
-        ax, ax_w = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    if "step" in hist and len(hist["step"]) == n:
+        xs, xlabel = hist["step"], "training step"
     else:
-        ax, ax_w = fig.subplots(1, 1), None
+        epochs = hist["epoch"] if "epoch" in hist and len(hist["epoch"]) == n else np.arange(n, dtype=float)
+        xs, xlabel = epochs + 1, "epoch"
+
+    panels = 1 + bool(nrmse) + bool(weights)
+    ratios = [3] + ([2] if nrmse else []) + ([1] if weights else [])
+    fig = _new_figure(8, 3.0 + 2.0 * (panels - 1) + 1.5)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": ratios})[:, 0]
+    ax = axes[0]
     for col in losses:
-        y = hist[col][:n]
-        style = "--" if col.startswith("val_") else "-"
-        ax.plot(epochs[: len(y)], y, style, marker="o", markersize=2.5, label=col)
+        x, y = _finite(xs, hist[col][:n])
+        val = col.startswith("val_")
+        ax.plot(x, y, "--" if val else "-", marker="o" if val else None, markersize=3, label=col)
     if any(np.any(hist[c] > 0) for c in losses):
         ax.set_yscale("log")  # non-positive values (e.g. inverse losses switched off) are masked
     ax.set_ylabel("loss")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "training history")
-    if ax_w is not None:
+    row = 1
+    if nrmse:
+        ax_n = axes[row]
+        row += 1
+        for col in nrmse:
+            x, y = _finite(xs, hist[col][:n])
+            label = "identity (u_t+1 = u_t)" if col == "val_identity_nrmse" else "validation nRMSE"
+            ax_n.plot(x, y, ":" if col == "val_identity_nrmse" else "-", marker="o", markersize=3, label=label,
+                      color="grey" if col == "val_identity_nrmse" else None)
+        if all(np.any(hist[c] > 0) for c in nrmse):
+            ax_n.set_yscale("log")
+        ax_n.set_ylabel("one-step nRMSE")
+        ax_n.grid(True, which="both", alpha=0.3)
+        ax_n.legend(fontsize=8)
+    if weights:
+        ax_w = axes[row]
         for col in weights:
-            ax_w.plot(epochs[: len(hist[col])], hist[col], marker="o", markersize=2.5, label=col)
+            x, y = _finite(xs, hist[col][:n])
+            ax_w.plot(x, y, marker="o", markersize=2.5, label=col)
         ax_w.set_ylabel("weight")
         ax_w.grid(True, alpha=0.3)
         ax_w.legend(fontsize=8)
-        ax_w.set_xlabel("epoch")
-    else:
-        ax.set_xlabel("epoch")
+    axes[-1].set_xlabel(xlabel)
+    _integer_ticks(axes[-1].xaxis)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -137,12 +177,13 @@ def _value_range(*arrays: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
-def plot_spacetime(true, pred, path, x=None, t=None, title: str | None = None) -> str:
+def plot_spacetime(true, pred, path, x=None, t=None, title: str | None = None, field: str = "u") -> str:
     """Truth, prediction and absolute error of one 1D trajectory shaped (T, X) as space-time images.
 
     Args:
         x: optional coordinates of the X points (for the axis extent); defaults to indices.
-        t: optional times of the T steps; defaults to step indices.
+        t: optional times of the T steps (the axis is then labelled `t`); defaults to step indices (`step`).
+        field: the field's name, on the colourbars.
     """
     tr, pr = _check_pair(true, pred, 2, "(T, X)")
     nt, nx = tr.shape
@@ -161,22 +202,27 @@ def plot_spacetime(true, pred, path, x=None, t=None, title: str | None = None) -
     for ax, (img, label, cmap, lo, hi) in zip(axes, panels):
         im = ax.imshow(img, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=lo, vmax=hi,
                        interpolation="nearest")
-        fig.colorbar(im, ax=ax)
+        fig.colorbar(im, ax=ax, label=f"|error| of {field}" if label == "|error|" else field)
         ax.set_title(label)
         ax.set_xlabel("x")
-    axes[0].set_ylabel("t")
+    axes[0].set_ylabel("t" if t is not None else "step")
+    if t is None:
+        _integer_ticks(axes[0].yaxis)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def plot_frames_2d(true, pred, path, steps: Sequence[int] | None = None, title: str | None = None) -> str:
+def plot_frames_2d(true, pred, path, steps: Sequence[int] | None = None, title: str | None = None,
+                   field: str = "u", times=None) -> str:
     """Rows truth / prediction / |error| of a 2D trajectory shaped (T, H, W), one column per selected step.
 
     Args:
         steps: time indices to show (negative indices count from the end); by default up to four evenly spaced steps
             including the first and the last.
+        field: the field's name, on the colourbars.
+        times: the T frame times (columns are then titled `t = ...`), or None (`step k`).
     """
     tr, pr = _check_pair(true, pred, 3, "(T, H, W)")
     nt = tr.shape[0]
@@ -205,19 +251,19 @@ def plot_frames_2d(true, pred, path, steps: Sequence[int] | None = None, title: 
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"step {s}")
+                ax.set_title(f"t = {float(times[s]):.4g}" if times is not None and len(times) == nt else f"step {s}")
             if c == 0:
                 ax.set_ylabel(label)
-        fig.colorbar(im, ax=list(axes[r]), shrink=0.9)
+        fig.colorbar(im, ax=list(axes[r]), shrink=0.9, label=f"|error| of {field}" if label == "|error|" else field)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
 
 
 def plot_rollout_error(curves: Mapping[str, Sequence[float]], path, ylabel: str = "nRMSE",
-                       title: str | None = None, logy: bool = True) -> str:
+                       title: str | None = None, logy: bool = True, dt: float | None = None) -> str:
     """Error per rollout step for several named curves (e.g. latent vs physical rollout); step 1 is the first
-    predicted step."""
+    predicted step. With `dt` (time per step) a second axis on top gives the physical time `step x dt`."""
     if not curves:
         raise ValueError("curves must contain at least one named curve")
     arrays = {}
@@ -233,6 +279,10 @@ def plot_rollout_error(curves: Mapping[str, Sequence[float]], path, ylabel: str 
     if logy and all(np.any(a > 0) for a in arrays.values()):
         ax.set_yscale("log")
     ax.set_xlabel("rollout step")
+    _integer_ticks(ax.xaxis)
+    if dt:
+        top = ax.secondary_xaxis("top", functions=(lambda k: k * dt, lambda t: t / dt))
+        top.set_xlabel(f"time after the start (dt = {dt:g})")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

@@ -43,6 +43,7 @@ __all__ = [
 
 ROLLOUT_MODES = ("latent", "physical")
 METRICS_FILE = "metrics.json"
+STEP_HISTORY_FILE = "history_steps.csv"  # written by upt_keras.training.monitoring.StepLog
 
 
 def collect_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -66,15 +67,29 @@ def predict(model, x, batch_size, verbose=0) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), dtype=np.float32)[:n]
 
 
-def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0) -> dict:
+def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, progress: bool = False) -> dict:
     """Physical-space metrics of one-step predictions on every pair of `dataset`, and of the identity baseline.
+
+    Args:
+        progress: show the progress (batches predicted: a bar on a terminal, one line in a log).
 
     Returns:
         `{"model": all_metrics(pred, truth), "identity": all_metrics(u_t, truth), "num_pairs": n}`.
     """
-    x, y = collect_pairs(dataset)
+    from upt_keras.progress import Progress
+
     batch_size = batch_size or getattr(dataset, "batch_size", 32)
-    pred = predict(model, x, batch_size, verbose)
+    bar = Progress(len(dataset), f"test, one step ({getattr(dataset, 'num_pairs', '?')} pairs)", "batches",
+                   enabled=progress)
+    xs, ys, preds = [], [], []
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        xs.append(np.asarray(x, np.float32))
+        ys.append(np.asarray(y, np.float32))
+        preds.append(predict(model, xs[-1], batch_size, verbose))
+        bar.update(i + 1)
+    bar.close()
+    x, y, pred = np.concatenate(xs), np.concatenate(ys), np.concatenate(preds)
     if pred.shape != y.shape:
         raise ValueError(f"model predictions have shape {pred.shape}, the targets {y.shape}")
     return {"model": M.all_metrics(pred, y), "identity": M.all_metrics(x, y), "num_pairs": int(x.shape[0])}
@@ -122,7 +137,7 @@ def curve_summary(pred, truth) -> dict:
 
 
 def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial", num_steps: int | None = None,
-                    batch_size: int = 64, return_predictions: bool = False):
+                    batch_size: int = 64, return_predictions: bool = False, progress: bool = False):
     """Autoregressive rollouts on the test trajectories, per mode, with the identity baseline.
 
     Args:
@@ -134,6 +149,7 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
         num_steps: steps to compare (default and maximum: the dataset's `rollout_steps`).
         batch_size: rollouts computed together.
         return_predictions: also return `{mode: predictions}` and the arrays used.
+        progress: show the progress of each mode (rollouts done: a bar on a terminal, one line in a log).
 
     Returns:
         `{"num_steps", "num_rollouts", "starts", "<mode>": curve_summary(...) + {"seconds"}, "identity": ...}`,
@@ -151,11 +167,17 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
         targets = targets[:, :k]
     out = {"num_steps": int(k), "num_rollouts": int(x0.shape[0]), "starts": starts}
     preds = {"x0": x0, "targets": targets, "pairs": pairs}
+    from upt_keras.progress import Progress
+
     for mode in modes:
         start = time.perf_counter()
+        bar = Progress(x0.shape[0], f"test, {mode} rollouts of {k} steps", "rollouts", enabled=progress)
+        parts = []
         with inference_mode():
-            parts = [np.asarray(model.rollout(x0[i:i + batch_size], k, mode=mode), np.float32)
-                     for i in range(0, x0.shape[0], batch_size)]
+            for i in range(0, x0.shape[0], batch_size):
+                parts.append(np.asarray(model.rollout(x0[i:i + batch_size], k, mode=mode), np.float32))
+                bar.update(min(i + batch_size, x0.shape[0]))
+        bar.close()
         seconds = time.perf_counter() - start
         pred = np.concatenate(parts)
         if pred.shape != targets.shape:
@@ -165,6 +187,18 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
     identity = np.repeat(x0[:, None], k, axis=1)
     out["identity"] = curve_summary(identity, targets)
     return (out, preds) if return_predictions else out
+
+
+def _field_name(data) -> str:
+    """The first field's name: the file's channel name where it has one, else `u`."""
+    names = (getattr(data, "info", None) or {}).get("channel_names")
+    return str(names[0]) if names else "u"
+
+
+def _has_times(data, pairs, k) -> bool:
+    stride = getattr(data, "time_stride", 1) or 1
+    times = getattr(data, "times", None)
+    return times is not None and len(times) > int(pairs[0, 1]) + k * stride
 
 
 def _frame_times(data, pairs, k):
@@ -180,16 +214,22 @@ def _frame_times(data, pairs, k):
 def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None) -> dict:
     """Figures of a run; returns `{name: path}` of the files written.
 
-    - `loss_curves.png`: loss components and curriculum weights per epoch (from `history`, a CSV path or dict).
+    - `loss_curves.png`: losses, validation nRMSE beside the identity's and curriculum weights, per step when
+      `history_steps.csv` lies beside the `history` CSV, else per epoch (`history`: a CSV path or dict).
     - `rollout_nrmse.png`: nRMSE per rollout step, one curve per mode and the identity baseline.
     - 1D: `rollout_spacetime_<mode>.png`: truth / prediction / |error| of the first test rollout
-      (frames 0..K, channel 0); 2D: `rollout_frames_<mode>.png`.
+      (frames 0..K, the first field, named on the colourbars; physical times where the file has them); 2D:
+      `rollout_frames_<mode>.png`.
     """
     from upt_keras.evaluation import plots
 
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     written = {}
+    if isinstance(history, (str, os.PathLike)):
+        steps = os.path.join(os.path.dirname(os.fspath(history)), STEP_HISTORY_FILE)
+        if os.path.exists(steps) and os.path.getsize(steps) > 0:
+            history = steps  # per step: a short run has one or two epochs
     if history is not None and (not isinstance(history, (str, os.PathLike)) or os.path.exists(history)):
         try:
             written["loss_curves"] = plots.plot_loss_curves(history, os.path.join(run_dir, "loss_curves.png"))
@@ -200,26 +240,31 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
         written["rollout_nrmse"] = plots.plot_rollout_error(
             curves, os.path.join(run_dir, "rollout_nrmse.png"),
             title=f"test nRMSE per rollout step ({rollout['num_rollouts']} rollouts)",
+            dt=getattr(data, "dt", None) if getattr(data, "times", None) is not None else None,
         )
     if predictions is not None:
         x0, targets, pairs = predictions["x0"], predictions["targets"], predictions["pairs"]
         k = targets.shape[1]
         truth = np.concatenate([x0[:1, None], targets[:1]], axis=1)[0, ..., 0]  # (K+1, *grid)
         grid_ndim = truth.ndim - 1
+        field = _field_name(data)
         for mode in ROLLOUT_MODES:
             if mode not in predictions:
                 continue
             pred = np.concatenate([x0[:1, None], predictions[mode][:1]], axis=1)[0, ..., 0]
-            title = f"{mode} rollout, test trajectory {int(pairs[0, 0])}, channel 0"
+            title = f"{mode} rollout, test trajectory {int(pairs[0, 0])}, {field}"
             if grid_ndim == 1:
                 coords = getattr(data, "coords", None)
                 x = coords[0] if coords is not None and len(coords[0]) == truth.shape[1] else None
                 name = f"rollout_spacetime_{mode}"
-                written[name] = plots.plot_spacetime(truth, pred, os.path.join(run_dir, f"{name}.png"), x=x,
-                                                     t=_frame_times(data, pairs, k), title=title)
+                t = _frame_times(data, pairs, k) if _has_times(data, pairs, k) else None
+                written[name] = plots.plot_spacetime(truth, pred, os.path.join(run_dir, f"{name}.png"), x=x, t=t,
+                                                     title=title, field=field)
             elif grid_ndim == 2:
                 name = f"rollout_frames_{mode}"
-                written[name] = plots.plot_frames_2d(truth, pred, os.path.join(run_dir, f"{name}.png"), title=title)
+                times = _frame_times(data, pairs, k)
+                written[name] = plots.plot_frames_2d(truth, pred, os.path.join(run_dir, f"{name}.png"), title=title,
+                                                     field=field, times=times if _has_times(data, pairs, k) else None)
     return written
 
 
@@ -229,7 +274,7 @@ def write_metrics(path, metrics: dict) -> str:
 
 
 def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=ROLLOUT_MODES,
-             starts: str = "initial", extra: dict | None = None, verbose=0) -> dict:
+             starts: str = "initial", extra: dict | None = None, verbose=0, progress: bool = False) -> dict:
     """One-step and rollout test metrics in physical units, beside the identity baseline; optional files.
 
     Args:
@@ -240,6 +285,7 @@ def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=
         modes: rollout modes to evaluate.
         starts: rollout start frames (see `rollout_arrays`).
         extra: more top-level entries for the metrics dict (e.g. `{"training": {...}}`).
+        progress: show the progress of the one-step predictions and of each rollout mode.
 
     Returns:
         dict with `one_step` (`model`, `identity`, `num_pairs`), `rollout` (see `rollout_metrics`; absent without a
@@ -249,11 +295,11 @@ def evaluate(model, data, run_dir=None, plots: bool = True, history=None, modes=
 
     result = {"backend": keras.backend.backend()}
     result.update(extra or {})
-    result["one_step"] = one_step_metrics(model, data.test, verbose=verbose)
+    result["one_step"] = one_step_metrics(model, data.test, verbose=verbose, progress=progress)
     predictions = None
     if data.rollout is not None and modes:
         result["rollout"], predictions = rollout_metrics(model, data.rollout, modes=modes, starts=starts,
-                                                         return_predictions=True)
+                                                         return_predictions=True, progress=progress)
     if run_dir is not None:
         files = {}
         if plots:

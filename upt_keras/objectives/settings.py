@@ -31,8 +31,6 @@ class ObjectiveSettings(Section):
     latent_consistency_norm: one_of("latent", "step") = "latent"
     latent_consistency_frequency: Int = Field(1, ge=1)  # the consistency term on every n-th step only
     latent_noise: Float = Field(0.0, ge=0.0)  # noise on enc(u_t) before stepping, relative to its RMS
-    # what validation reports besides the one-step forward loss: nothing ("forward") or every term ("all")
-    evaluation_terms: one_of("forward", "all") = "all"
 
     @property
     def target_steps(self) -> int:

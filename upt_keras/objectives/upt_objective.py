@@ -24,8 +24,9 @@ A term with a frequency runs on every n-th step only (`ops.cond`: the other step
 inverse term whose weight is 0 is not computed either. Where a prediction is compared, a residual model's
 `decode(z_next) + (u_t - decode(z_t))` is used.
 
-Evaluation (`training=False`) reports the one-step MSE on the full grid (`val_forward_loss`, the loss); with
-`evaluation_terms="all"` the other terms too, on the full grid, without adding them to the loss.
+Evaluation (`training=False`, `model.evaluate`) reports the one-step MSE on the full grid (`val_forward_loss`, the
+loss) and every other term beside it, on the full grid, without adding them to the loss. (A training run validates
+on the forward loss alone unless `training.validation_terms: all` asks for this.)
 """
 
 from typing import Callable, NamedTuple
@@ -290,12 +291,12 @@ class UPTObjective(keras.layers.Layer):
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def evaluation_loss(self, model, x, y, y_pred):
-        """The one-step MSE on the full grid (the loss); every other term reported beside it when asked for."""
+        """The one-step MSE on the full grid (the loss); every other term reported beside it."""
         std = model.field_stats()[1]
         first, later = self.split_targets(model, y)
         forward = field_mse(y_pred, first, std)
         self.trackers["forward"].update_state(forward)
-        if self.evaluation_terms == "all" and len(self.trackers) > 1:
+        if len(self.trackers) > 1:
             fields, positions = model.split_inputs(x)
             z = model.encode(fields, positions)  # the terms below share one encoding and one latent step
             p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None,

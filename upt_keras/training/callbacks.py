@@ -74,41 +74,63 @@ class InverseLossCurriculum(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training once `seconds` of training time (from the start of `fit`) have passed.
+    """Stops training once `seconds` of training time (from the start of `fit`) have passed, or, with `deadline`,
+    once `time.monotonic()` plus the time still needed after training (`reserve()`: the pending validation, the test
+    evaluation) reaches `deadline`: the budget of a whole run, in wall time.
 
     The check runs after every batch: the epoch in progress ends early, is validated and logged as usual (so the
     best checkpoint and the history stay consistent), and no further epoch starts.
 
+    Args:
+        seconds: training seconds from the start of `fit` (None: only `deadline`).
+        deadline: `time.monotonic()` value by which the run must have ended, or None.
+        reserve: callable giving the seconds to keep before `deadline` (default 0).
+        state: a `RunState` whose `stop_reason` is set when the budget stops training.
+
     Attributes:
         stopped_epoch: the epoch during which the budget ran out, or None.
+        stopped_at_batch: batches of that epoch done when it ran out (within this `fit`), or None.
         elapsed: training seconds at the end of `fit`.
     """
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, deadline=None, reserve=None, state=None):
         super().__init__()
         if seconds is not None and not seconds > 0:
             raise ValueError(f"seconds must be > 0, got {seconds}")
-        self.seconds = seconds
+        self.seconds, self.deadline, self.reserve, self.state = seconds, deadline, reserve, state
         self.stopped_epoch = None
+        self.stopped_at_batch = None
         self.elapsed = 0.0
         self._start = None
         self._epoch = 0
 
     def on_train_begin(self, logs=None):
         self._start = time.monotonic()
-        self.stopped_epoch = None
+        self.stopped_epoch = self.stopped_at_batch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def _check(self):
-        if self.seconds is not None and time.monotonic() - self._start >= self.seconds:
+    def _out_of_time(self):
+        now = time.monotonic()
+        if self.seconds is not None and now - self._start >= self.seconds:
+            return True
+        if self.deadline is not None:
+            keep = float(self.reserve()) if self.reserve is not None else 0.0
+            return now + keep >= self.deadline
+        return False
+
+    def _check(self, batch=None):
+        if self._out_of_time():
             if self.stopped_epoch is None:
                 self.stopped_epoch = self._epoch
+                self.stopped_at_batch = None if batch is None else batch + 1
+                if self.state is not None and self.state.stop_reason is None:
+                    self.state.stop_reason = "the time budget"
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
-        self._check()
+        self._check(batch)
 
     def on_epoch_end(self, epoch, logs=None):
         self._check()

@@ -3,6 +3,7 @@ build the datasets (`prepare_data`, `PreparedData`)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +11,10 @@ import numpy as np
 
 from upt_keras.config import Config, ConfigError, validate_for_grid
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "prepare_data", "read_split"]
 
+#: Bytes read per block when a split is read into memory (`read_split`).
+READ_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -33,6 +36,7 @@ class PreparedData:
         coords: list of 1D coordinate arrays (one per spatial axis), or None.
         times: frame times after `reduced_resolution_t`, or None.
         time_stride: `data.time_stride`.
+        store: the open store the datasets read from with `data.in_memory: false` (`close()` it), else None.
     """
 
     train: Any
@@ -49,6 +53,13 @@ class PreparedData:
     times: np.ndarray | None = None
     time_stride: int = 1
     info: dict = field(default_factory=dict)
+    store: Any = None
+
+    def close(self):
+        """Close the file a `data.in_memory: false` run reads from (nothing to do otherwise)."""
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     @property
     def field_mean(self):
@@ -69,6 +80,67 @@ def _open_store(cfg: Config, progress: bool):
     return open_trajectories(d.path, d.reduced_resolution, d.reduced_resolution_t)
 
 
+class _Loaded:
+    """An array already read, served to `PairDataset` as a store (no second copy)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.num_samples = array.shape[0]
+
+    def read(self, indices):
+        return self.array if len(indices) == self.num_samples else self.array[np.asarray(indices)]
+
+
+class LazyTrajectories:
+    """The trajectories `indices` of an open store as a read-only `(n, T, *grid, C)` float32 array whose items are
+    read from the file when indexed (`data.in_memory: false`): `view[traj, t]` with integer arrays `traj`, `t` of
+    one shape reads the frames it needs, one trajectory at a time, and returns `traj.shape + (*grid, C)`."""
+
+    lazy = True
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, store, indices):
+        self.store = store
+        self.indices = np.asarray(indices, np.int64)
+        self.shape = (self.indices.size, int(store.num_frames), *store.grid_shape, int(store.num_channels))
+        self.nbytes = 0  # nothing held in memory
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple) or len(key) != 2:
+            raise TypeError("index a lazy trajectory view with (trajectories, frames) integer arrays")
+        traj, frames = np.broadcast_arrays(np.asarray(key[0], np.int64), np.asarray(key[1], np.int64))
+        out = np.empty(traj.shape + self.shape[2:], np.float32)
+        for u in np.unique(traj):
+            where = traj == u
+            wanted = frames[where]
+            lo, hi = int(wanted.min()), int(wanted.max()) + 1
+            block = self.store.read([int(self.indices[u])], frame_slice=slice(lo, hi))[0]
+            out[where] = block[wanted - lo]
+        return out
+
+
+def read_split(store, indices, label: str, progress: bool = True) -> np.ndarray:
+    """The trajectories `indices` of `store` as one float32 array, read in blocks of about 64 MB with progress
+    (trajectories read / total and MB/s: a bar on a terminal, one line in a log)."""
+    from upt_keras.progress import Progress
+
+    indices = np.asarray(indices, np.int64)
+    frame_bytes = int(np.prod(store.grid_shape)) * int(store.num_channels) * 4
+    traj_bytes = max(frame_bytes * int(store.num_frames), 1)
+    block = max(1, READ_BLOCK_BYTES // traj_bytes)
+    out = np.empty((indices.size, int(store.num_frames), *store.grid_shape, int(store.num_channels)), np.float32)
+    bar = Progress(indices.size, f"reading {label}", "trajectories", enabled=progress)
+    for start in range(0, indices.size, block):
+        stop = min(start + block, indices.size)
+        out[start:stop] = store.read(indices[start:stop])
+        bar.update(stop, MB_per_s=stop * traj_bytes / 2**20 / max(bar.seconds, 1e-9))
+    bar.close(f"{out.nbytes / 2**20:.1f} MB in memory")
+    return out
+
+
 def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progress: bool = True) -> PreparedData:
     """Open the trajectories named by `cfg.data`, split them and build the datasets.
 
@@ -81,7 +153,8 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         cfg: a Config.
         splits: which datasets to build; evaluation needs only `("test", "rollout")` (the statistics are then still
             computed when "train" is requested, else left None).
-        progress: show a progress bar if the default set has to be generated.
+        progress: show the progress of generating the default set (when it has to be) and of reading each split
+            (trajectories read / total, MB/s).
 
     Raises:
         ConfigError: the grid does not suit the model config (`validate_for_grid`), a split is empty, or the
@@ -96,7 +169,7 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; choose from train, val, test, rollout")
     store = _open_store(cfg, progress)
-    with store:
+    with (store if d.in_memory else contextlib.nullcontext(store)):
         grid_shape = tuple(int(n) for n in store.grid_shape)
         validate_for_grid(cfg, grid_shape)
         frames = int(store.num_frames)
@@ -106,8 +179,10 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"{store.path} has {frames} (after reduced_resolution_t={d.reduced_resolution_t})"
             )
         split = split_indices(store.num_samples, d.test_fraction, d.val_fraction)
-        if d.max_train_samples is not None:
-            split["train"] = split["train"][: d.max_train_samples]
+        full = {name: int(v.size) for name, v in split.items()}
+        for name, cap in (("train", d.max_train_samples), ("val", d.max_val_samples), ("test", d.max_test_samples)):
+            if cap is not None:
+                split[name] = split[name][:cap]
         for name in ("train", "test"):
             if split[name].size == 0:
                 raise ConfigError(
@@ -115,7 +190,6 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                     f"data.test_fraction={d.test_fraction}, data.val_fraction={d.val_fraction}); "
                     "use more samples or change the fractions"
                 )
-        stats = compute_normalization(store, split["train"]) if "train" in splits else None
         common = dict(batch_size=t.batch_size, time_stride=d.time_stride)
         # With a latent rollout loss (K > 1) training and validation targets are the next K frames.
         target_steps = max(t.rollout_loss_steps, t.latent_consistency_steps)
@@ -127,30 +201,52 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"training.{key}={target_steps} with data.time_stride={d.time_stride} needs "
                 f"trajectories of at least {target_steps * d.time_stride + 1} frames, {store.path} has {frames}"
             )
+        needed = d.rollout_steps * d.time_stride + 1
+        if "rollout" in splits and frames < needed:
+            raise ConfigError(
+                f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
+                f"of at least {needed} frames, {store.path} has {frames}"
+            )
+        arrays = {}
+        if not d.in_memory:  # every batch is read from the file: the store stays open for the run
+            lazy = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
+                    "test": "test" in splits or "rollout" in splits}
+            arrays = {name: _Loaded(LazyTrajectories(store, split[name])) for name, on in lazy.items() if on}
+        wanted = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
+                  "test": "test" in splits or "rollout" in splits}
+        for name in ("train", "val", "test"):
+            if wanted[name] and name not in arrays:
+                arrays[name] = _Loaded(read_split(store, split[name], f"{name} split", progress))
+        if "train" not in splits:
+            stats = None
+        elif d.in_memory:
+            stats = compute_normalization(arrays["train"].array)
+        else:
+            stats = compute_normalization(store, split["train"])
         train = None
         if "train" in splits:
-            train = PairDataset(store, split["train"], shuffle=True, seed=cfg.seed, **common, **k_step)
+            train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
-            val = PairDataset(store, split["val"], shuffle=False, **common, **k_step)
-        test = PairDataset(store, split["test"], shuffle=False, **common) if "test" in splits else None
+            # validation compares one-step predictions unless the objective's other terms are asked for
+            val_k = k_step if t.validation_terms == "all" else {}
+            val = PairDataset(arrays["val"], None, shuffle=False, **common, **val_k)
+        test = PairDataset(arrays["test"], None, shuffle=False, **common) if "test" in splits else None
         rollout = None
         if "rollout" in splits:
-            needed = d.rollout_steps * d.time_stride + 1
-            if frames < needed:
-                raise ConfigError(
-                    f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
-                    f"of at least {needed} frames, {store.path} has {frames}"
-                )
-            rollout = PairDataset(store, split["test"], shuffle=False, rollout_steps=d.rollout_steps, **common)
+            rollout = PairDataset(arrays["test"], None, shuffle=False, rollout_steps=d.rollout_steps, **common)
         dt = float(store.dt) * d.time_stride if store.dt else float(d.time_stride)
         coords = [np.asarray(c) for c in store.coords] if getattr(store, "coords", None) is not None else None
         times = None if store.times is None else np.asarray(store.times)
         info = {"path": store.path, "num_samples": int(store.num_samples), "num_frames": frames,
-                "nu": None if store.nu is None else float(store.nu)}
+                "nu": None if store.nu is None else float(store.nu),
+                "split_sizes": {name: int(v.size) for name, v in split.items()}, "split_sizes_before_caps": full,
+                "memory_bytes": int(sum(a.array.nbytes for a in arrays.values())), "in_memory": bool(d.in_memory),
+                "file_bytes": int(sum(np.prod(a.array.shape) * 4 for a in arrays.values())),
+                "channel_names": getattr(store, "channel_names", None)}
         return PreparedData(
             train=train, val=val, test=test, rollout=rollout, grid_shape=grid_shape,
             num_channels=int(store.num_channels), dt=dt, stats=stats,
             split={k: v.tolist() for k, v in split.items()}, path=store.path, coords=coords, times=times,
-            time_stride=d.time_stride, info=info,
+            time_stride=d.time_stride, info=info, store=None if d.in_memory else store,
         )
