@@ -43,9 +43,9 @@ def _tiny_model():
     # imports TensorFlow (seconds) into a JAX process; the initial weights come
     # from a weights file anyway.
     from conftest import TINY
-    from upt_keras import UPT
+    from upt_keras import UPT, UPTObjective
 
-    return UPT.from_sizes((32,), 1, **TINY, **MODEL_KWARGS)
+    return UPT.from_sizes((32,), 1, **TINY, objective=UPTObjective(**MODEL_KWARGS))
 
 
 def _fit(kind, init_path, u, v):
