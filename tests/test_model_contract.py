@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from conftest import FEW_STEPS, to_numpy
+from conftest import BACKEND, FEW_STEPS, to_numpy
 from upt_keras import UPT, UPTObjective
 from upt_keras.models.presets import PRESETS, preset
 
@@ -22,7 +22,14 @@ def _inputs(name, rng):
     return u, y
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+# Compiling the training step of the two 64x64 presets takes 40-100 s on JAX and TensorFlow on this machine class;
+# they run on torch, the smaller presets of both encoder kinds on every backend.
+LARGE = ("b2d", "b64")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skipif(
+    BACKEND != "torch" and n in LARGE, reason="64x64 presets: compiled steps too slow for the suite; run on torch"))
+    for n in sorted(PRESETS)])
 def test_every_preset_trains_every_weight_and_round_trips(name, tmp_path):
     rng = np.random.default_rng(0)
     u, y = _inputs(name, rng)
