@@ -43,7 +43,14 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    import keras
+    from upt_keras.cli import runtime
+
+    try:  # the backend as `upt-keras train` picks it, without the other frameworks' start-up lines
+        runtime.choose_backend()
+    except runtime.BackendError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    keras, _ = runtime.import_keras()
 
     from upt_keras import evaluation, training
 
