@@ -64,6 +64,7 @@ class TrainingPass(NamedTuple):
     idx: object  # (Q,) sampled grid indices, or None: every point
     coords: object  # (Q, d) the sampled points
     correction: object  # a residual model's u_t - decode(z_t) at the points (else 0.0)
+    prediction: object  # (B, Q, C) u_t+1 at the points: decode(z_next) + correction
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -207,7 +208,8 @@ class UPTObjective(keras.layers.Layer):
         correction = 0.0
         if model.residual:  # on the grid points: u_t is read there, not interpolated
             correction = model.start_correction(fields, z, None if idx is None else coords, idx=idx, flat=True)
-        return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction)
+        prediction = model.decode(z_next, coords, gradients=True) + correction  # the forward term's, decoded once
+        return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction, prediction)
 
     # ------------------------------------------------------------------------------------------------ the terms
     def error(self, model, pred, target):
@@ -224,8 +226,7 @@ class UPTObjective(keras.layers.Layer):
 
     def forward_term(self, model, p):
         """The one-step error at the sampled points."""
-        pred = model.decode(p.z_next, p.coords, gradients=True) + p.correction
-        return self.error(model, pred, self.at_points(model, p.targets[0], p.idx))
+        return self.error(model, p.prediction, self.at_points(model, p.targets[0], p.idx))
 
     def rollout_term(self, model, p):
         """The mean error of latent steps 2..K at the sampled points (`rollout_loss_steps` K)."""
@@ -249,7 +250,8 @@ class UPTObjective(keras.layers.Layer):
             pred = model.decode(p.z_next, p.coords, gradients=True)
             where = ops.broadcast_to(ops.cast(p.coords, "float32")[None], ops.shape(pred)[:2] + (len(model.grid_shape),))
             return latent_mse(model.encode(pred, where), ops.stop_gradient(p.z_next))
-        pred = model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)  # the full grid
+        # the full grid: when every point is a query, the forward term's prediction (in grid order) is it
+        pred = p.prediction if p.idx is None else model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)
         return latent_mse(model.encode_grid(pred), ops.stop_gradient(p.z_next))
 
     def consistency_step(self, model, p):
@@ -300,14 +302,14 @@ class UPTObjective(keras.layers.Layer):
             fields, positions = model.split_inputs(x)
             z = model.encode(fields, positions)  # the terms below share one encoding and one latent step
             p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None,
-                             ops.convert_to_tensor(model.grid_coords), 0.0)
+                             ops.convert_to_tensor(model.grid_coords), 0.0, y_pred)
             if model.residual:
                 p = p._replace(correction=model.start_correction(fields, z, flat=True))
             if self.rollout_loss_steps > 1 and later:
                 self.trackers["rollout"].update_state(self.rollout_term(model, p))
             if self.use_inverse_losses:
                 self.trackers["inv_enc"].update_state(self.inverse_encoding(model, p))
-                self.trackers["inv_dec"].update_state(latent_mse(model.encode_grid(y_pred), p.z_next))
+                self.trackers["inv_dec"].update_state(latent_mse(model.encode_grid(p.prediction), p.z_next))
                 self.trackers["lambda_inv_enc"].update_state(self.inv_enc_weight)
                 self.trackers["lambda_inv_dec"].update_state(self.inv_dec_weight)
             if self.lambda_latent_consistency > 0:
@@ -322,9 +324,11 @@ class UPTObjective(keras.layers.Layer):
             z = model.encode(fields, positions)
             coords = ops.convert_to_tensor(model.grid_coords)
             correction = model.start_correction(fields, z, flat=True) if model.residual else 0.0
-            p = TrainingPass(fields, positions, [], z, model.step(z), None, coords, correction)
+            z_next = model.step(z)
+            p = TrainingPass(fields, positions, [], z, z_next, None, coords, correction,
+                             model.predict_from_latents(fields, z, z_next))
             inv_enc = self.inverse_encoding(model, p)
-            inv_dec = latent_mse(model.encode_grid(model.predict_from_latents(fields, z, p.z_next)), p.z_next)
+            inv_dec = latent_mse(model.encode_grid(p.prediction), p.z_next)
         return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
                 "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}
 
