@@ -121,6 +121,17 @@ VARIANTS = {
     # the sizes of the previous default (4x the cost per step)
     "previous_sizes": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                        "model.decoder_depth=2", "model.decoder_mlp_dim=256"],
+    # 2D (configs/train_burgers2d.yaml, the b2d preset): wider latent tokens (each 8x8 patch in 128 numbers, not 64)
+    "2d_latent_128": ["model.encoder_dim=128", "model.latent_dim=128", "model.approximator_width=128"],
+    # position features up to the grid's Nyquist frequency (32 on 64 points), and a deeper, wider decoder
+    "2d_frequencies_32": ["model.frequencies=[1,2,4,8,16,32]"],
+    "2d_decoder_2x128": ["model.decoder_depth=2", "model.decoder_mlp_dim=256"],
+    # every grid point a query (the FNO's supervision per sample), and the rollout loss over 1 step (cheaper steps)
+    "2d_queries_all": ["training.query_sampling.enabled=false"],
+    "2d_rollout_1_step": ["training.rollout_loss_steps=1"],
+    # 4x4 patches: 256 tokens, 16 points per token (3.2x the step time)
+    "2d_patch_4": ["model.patch_size=4", "model.num_latent_tokens=256"],
+    "2d_lr_4e-3": ["training.learning_rate=4.0e-3"],
     # the previous default config as a whole: previous sizes, none of the changes, inverse losses after one epoch
     "previous_default": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                          "model.decoder_depth=2", "model.decoder_mlp_dim=256", "model.decoder_locality=false",
@@ -163,6 +174,15 @@ def pin_to_core(core):
         os.sched_setaffinity(0, {int(core)})
 
 
+def _channels(metrics, prefix):
+    """Per-channel values `prefix0, prefix1, ...` of a metrics dict as a list (one channel: the mean's key)."""
+    values, c = [], 0
+    while f"{prefix}{c}" in metrics:
+        values.append(float(metrics[f"{prefix}{c}"]))
+        c += 1
+    return values
+
+
 def run_upt(args, overrides):
     from bench_rollout import time_rollouts  # physical / latent all frames / latent last frame, medians
     from upt_keras import training
@@ -182,7 +202,11 @@ def run_upt(args, overrides):
     data = training.prepare_data(cfg, splits=("rollout",), progress=False)
     x0, _, _ = rollout_arrays(data.rollout)
     roll = metrics["rollout"]
+    per_channel = {"one_step": _channels(metrics["one_step"]["model"], "nrmse_c"),
+                   "latent": _channels(roll["latent"], "nrmse_mean_c"),
+                   "physical": _channels(roll["physical"], "nrmse_mean_c")}
     return {
+        "per_channel": per_channel,
         "one_step": metrics["one_step"]["model"]["nrmse"],
         "identity_one_step": metrics["one_step"]["identity"]["nrmse"],
         "latent": {k: roll["latent"][k] for k in ("nrmse_mean", "nrmse_last", "nrmse_per_step")},
@@ -272,6 +296,8 @@ def run_fno(args, overrides):
         times.append(time.perf_counter() - t0)
     roll = curve_summary(traj, targets)
     return {
+        "per_channel": {"one_step": [float(v) for v in M.nrmse_per_channel(pred, y)],
+                        "rollout": _channels(roll, "nrmse_mean_c")},
         "one_step": M.nrmse(pred, y),
         "identity_one_step": M.nrmse(x, y),
         "rollout": {k: roll[k] for k in ("nrmse_mean", "nrmse_last", "nrmse_per_step")},
@@ -411,6 +437,18 @@ def write_report(payloads, md_path):
                 f"| {u['timing']['latent_all_frames']:.2f} / {u['timing']['latent_last_frame']:.2f} "
                 f"| {u['timing']['physical']:.2f} | {f['timing']['rollout']:.2f} |")
         lines.append("")
+        multi = [r for r in peers if len(r["upt"].get("per_channel", {}).get("one_step", [])) > 1]
+        if multi:
+            fmt = lambda values: " / ".join(f"{v:.4f}" for v in values)  # noqa: E731
+            lines += ["Per channel (channel 0 / 1 / ...):", "",
+                      "| data set | variant | budget | UPT one-step | FNO one-step | UPT latent mean | UPT physical mean "
+                      "| FNO rollout mean |", "|---|---|---|---|---|---|---|---|"]
+            for r in multi:
+                u, f = r["upt"]["per_channel"], r["fno"]["per_channel"]
+                lines.append(f"| {r['dataset']} | {r['variant']} | {r['budget']:g} s | {fmt(u['one_step'])} "
+                             f"| {fmt(f['one_step'])} | {fmt(u['latent'])} | {fmt(u['physical'])} "
+                             f"| {fmt(f['rollout'])} |")
+            lines.append("")
         md_dir = os.path.dirname(os.path.abspath(md_path))
         for dataset in dict.fromkeys(r["dataset"] for r in peers):
             # the longest budget of the first variant run on this data set

@@ -3,6 +3,7 @@ import pytest
 
 from upt_keras.evaluation.metrics import (
     all_metrics,
+    nrmse_per_channel,
     brmse,
     crmse,
     denormalize,
@@ -107,7 +108,8 @@ def test_frmse_empty_band_is_nan():
 def test_identical_inputs_give_zero(shape, time_axis):
     true = np.random.default_rng(1).normal(size=shape)
     out = all_metrics(true, true.copy(), time_axis=time_axis)
-    assert set(out) == {"rmse", "nrmse", "crmse", "brmse", "max_error", "frmse_low", "frmse_mid", "frmse_high"}
+    channels = {f"nrmse_c{c}" for c in range(shape[-1])} if shape[-1] > 1 else set()
+    assert set(out) == {"rmse", "nrmse", "crmse", "brmse", "max_error", "frmse_low", "frmse_mid", "frmse_high"} | channels
     for key, value in out.items():
         assert isinstance(value, float)
         assert value == pytest.approx(0.0, abs=1e-12), key
@@ -181,7 +183,7 @@ def test_time_axis_and_per_step():
     growth = np.arange(1, 6)[None, :, None, None] * 0.01
     pred = true * (1 + growth)  # relative error exactly 0.01 * step
     steps = per_step_metrics(pred, true)
-    assert set(steps) == {"nrmse", "rmse"}
+    assert set(steps) == {"nrmse", "rmse", "nrmse_per_channel"}
     assert steps["nrmse"].shape == (5,) and steps["rmse"].shape == (5,)
     np.testing.assert_allclose(steps["nrmse"], 0.01 * np.arange(1, 6), rtol=1e-10)
     assert np.all(np.diff(steps["rmse"]) > 0)
@@ -230,3 +232,18 @@ def test_normalize_round_trip():
         normalize(x, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="non-zero"):
         normalize(x, [0.0, 0.0], [1.0, 0.0])
+
+
+def test_nrmse_per_channel_reports_each_channel_and_averages_to_nrmse():
+    rng = np.random.default_rng(7)
+    true = rng.normal(size=(3, 4, 16, 16, 2))
+    pred = true.copy()
+    pred[..., 1] += 0.1 * rng.normal(size=pred[..., 1].shape)  # only channel 1 is off
+    per = nrmse_per_channel(pred, true, time_axis=1)
+    assert per.shape == (2,)
+    assert per[0] == pytest.approx(0.0, abs=1e-12) and per[1] > 0.05
+    out = all_metrics(pred, true, time_axis=1)
+    assert out["nrmse_c0"] == pytest.approx(per[0]) and out["nrmse_c1"] == pytest.approx(per[1])
+    assert out["nrmse"] == pytest.approx(per.mean())
+    steps = per_step_metrics(pred, true, time_axis=1)["nrmse_per_channel"]
+    assert steps.shape == (4, 2) and np.allclose(steps.mean(axis=0), per)

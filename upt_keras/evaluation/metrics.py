@@ -96,6 +96,12 @@ def nrmse(pred, true, time_axis: int | None = None, eps: float = 1e-12) -> float
     return float(np.mean(_nrmse_btc(p, t, eps)))
 
 
+def nrmse_per_channel(pred, true, time_axis: int | None = None, eps: float = 1e-12) -> np.ndarray:
+    """`nrmse` of each channel (C,): per sample and step, then averaged over samples and steps."""
+    p, t = _prepare(pred, true, time_axis)
+    return np.mean(_nrmse_btc(p, t, eps), axis=(0, 1))
+
+
 def crmse(pred, true, time_axis: int | None = None) -> float:
     """RMSE of the spatial mean (conserved quantity), RMS over samples, mean over steps and channels."""
     p, t = _prepare(pred, true, time_axis)
@@ -189,7 +195,8 @@ def all_metrics(
 ) -> dict[str, float]:
     """Every metric as a flat dict of floats.
 
-    Keys: rmse, nrmse, crmse, max_error, and on 1D/2D grids also brmse, frmse_low, frmse_mid, frmse_high.
+    Keys: rmse, nrmse, crmse, max_error, on 1D/2D grids also brmse, frmse_low, frmse_mid, frmse_high, and with C > 1
+    channels nrmse_c0 ... nrmse_c{C-1} (each channel's nRMSE).
     """
     p, t = _prepare(pred, true, time_axis)
     # Pass the prepared (B, T, *grid, C) arrays on with time_axis=1 so the conversion happens once.
@@ -199,6 +206,8 @@ def all_metrics(
         "crmse": crmse(p, t, time_axis=1),
         "max_error": max_error(p, t, time_axis=1),
     }
+    if p.shape[-1] > 1:  # several channels: each one's nRMSE too (a mean can hide one channel that is off)
+        out.update({f"nrmse_c{c}": float(v) for c, v in enumerate(nrmse_per_channel(p, t, time_axis=1))})
     if _spatial_ndim(p) in (1, 2):
         out["brmse"] = brmse(p, t, time_axis=1)
         for band, value in frmse(p, t, time_axis=1, domain_lengths=domain_lengths).items():
@@ -210,11 +219,14 @@ def per_step_metrics(pred, true, time_axis: int = 1, eps: float = 1e-12) -> dict
     """nRMSE and RMSE per rollout step for arrays shaped (B, K, *grid, C).
 
     Returns:
-        {"nrmse": array (K,), "rmse": array (K,)}, each averaged over samples and channels.
+        {"nrmse": array (K,), "rmse": array (K,)}, each averaged over samples and channels, and
+        "nrmse_per_channel": array (K, C).
     """
     p, t = _prepare(pred, true, time_axis)
+    per = _nrmse_btc(p, t, eps)
     return {
-        "nrmse": np.mean(_nrmse_btc(p, t, eps), axis=(0, 2)),
+        "nrmse": np.mean(per, axis=(0, 2)),
+        "nrmse_per_channel": np.mean(per, axis=0),
         "rmse": np.mean(_rmse_btc(p, t), axis=(0, 2)),
     }
 

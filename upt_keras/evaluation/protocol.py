@@ -122,11 +122,12 @@ def rollout_arrays(dataset, starts: str = "initial"):
 
 
 def curve_summary(pred, truth) -> dict:
-    """Per-step nRMSE and RMSE of (n, K, *grid, C) arrays, their mean over the K steps and the value at step K."""
+    """Per-step nRMSE and RMSE of (n, K, *grid, C) arrays, their mean over the K steps and the value at step K; with
+    C > 1 channels also each channel's nRMSE mean over the steps (`nrmse_mean_c0`, ...)."""
     steps = M.per_step_metrics(pred, truth, time_axis=1)
     nrmse = [float(v) for v in steps["nrmse"]]
     rmse = [float(v) for v in steps["rmse"]]
-    return {
+    out = {
         "nrmse_mean": float(np.mean(nrmse)),
         "nrmse_last": nrmse[-1],
         "rmse_mean": float(np.mean(rmse)),
@@ -134,6 +135,10 @@ def curve_summary(pred, truth) -> dict:
         "nrmse_per_step": nrmse,
         "rmse_per_step": rmse,
     }
+    channels = steps["nrmse_per_channel"]
+    if channels.shape[1] > 1:  # several channels: each one's mean over the steps
+        out.update({f"nrmse_mean_c{c}": float(v) for c, v in enumerate(np.mean(channels, axis=0))})
+    return out
 
 
 def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial", num_steps: int | None = None,
