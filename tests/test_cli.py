@@ -110,7 +110,8 @@ def test_config_errors_exit_2_with_one_line(tmp_path, capsys):
     # ... and in-process: a bad value.
     assert cli.main(["train", "--set", "training.learning_rate=-1", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate: Input should be greater than 0, got float -1.0"]
+    assert err == [
+        f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate: Input should be greater than 0, got int -1"]
     assert not (tmp_path / "r").exists()
 
 

@@ -62,8 +62,10 @@ def test_partial_dict_and_empty_sections_take_defaults():
          ["training.lamda_inv_enc: unknown key (did you mean 'training.lambda_inv_enc'?)"]),
         ({"training": {"query_sampling": {"num_querie": 3}}},
          ["training.query_sampling.num_querie: unknown key (did you mean 'training.query_sampling.num_queries'?)"]),
-        ({"lambda_inv_enc": 0.1}, ["lambda_inv_enc: unknown key (did you mean 'training.lambda_inv_enc'?)"]),  # wrong section
-        ({"training": {"zzz": 1}}, ["training.zzz: unknown key (valid keys here: training.", "training.epochs, "]),  # nothing near
+        ({"lambda_inv_enc": 0.1},  # a key in the wrong section
+         ["lambda_inv_enc: unknown key (did you mean 'training.lambda_inv_enc'?)"]),
+        ({"training": {"zzz": 1}},  # nothing near
+         ["training.zzz: unknown key (valid keys here: training.", "training.epochs, "]),
         ({"training": {"lambda_inv_enc": -0.1}},
          ["training.lambda_inv_enc: Input should be greater than or equal to 0, got float -0.1"]),
         ({"training": {"lambda_inv_dec": -1}}, ["training.lambda_inv_dec: ", "got int -1"]),
@@ -76,17 +78,20 @@ def test_partial_dict_and_empty_sections_take_defaults():
         ({"model": {"pooling": "max"}}, ["model.pooling: Input should be 'perceiver' or 'average', got str 'max'"]),
         ({"training": {"epochs": "ten"}}, ["training.epochs: Input should be a valid integer, got str 'ten'"]),
         ({"training": {"epochs": 2.5}}, ["training.epochs: Input should be a valid integer, got float 2.5"]),
-        ({"training": {"learning_rate": "fast"}}, ["training.learning_rate: Input should be a valid number, got str 'fast'"]),
+        ({"training": {"learning_rate": "fast"}},
+         ["training.learning_rate: Input should be a valid number, got str 'fast'"]),
         ({"training": {"batch_size": True}}, ["training.batch_size: ", "got bool True"]),  # bools are not ints
         ({"training": {"learning_rate": True}}, ["training.learning_rate: ", "got bool True"]),
         ({"training": {"learning_rate": float("inf")}}, ["training.learning_rate: Input should be a finite number"]),
-        ({"training": {"use_inverse_losses": 1}}, ["training.use_inverse_losses: Input should be a valid boolean, got int 1"]),
+        ({"training": {"use_inverse_losses": 1}},
+         ["training.use_inverse_losses: Input should be a valid boolean, got int 1"]),
         ({"training": {"amp": "fp16"}}, ["training.amp: must be one of true | false | mixed_float16 | mixed_bfloat16",
                                          "got str 'fp16'"]),
         ({"training": {"jit_compile": "yes"}}, ["training.jit_compile: ", "got str 'yes'"]),
         ({"training": {"distribution": "model_parallel"}},
          ["training.distribution: Input should be 'data_parallel', got str 'model_parallel'"]),
-        ({"training": {"time_budget_seconds": 0}}, ["training.time_budget_seconds: Input should be greater than 0, got int 0"]),
+        ({"training": {"time_budget_seconds": 0}},
+         ["training.time_budget_seconds: Input should be greater than 0, got int 0"]),
         ({"training": {"early_stopping_patience": 0}}, ["training.early_stopping_patience: ", "got int 0"]),
         ({"training": {"epochs": None}}, ["training.epochs: Input should be a valid integer, got null"]),
         ({"training": 5}, ["training: Input should be a valid dictionary", "got int 5"]),

@@ -16,11 +16,13 @@ import pytest
 import yaml
 
 import keras
-import keras_tuner
 
 from upt_keras import cli, tuning
 from upt_keras.config import ConfigError, load_config
 from upt_keras.data import generate_burgers_dataset
+
+keras_tuner = pytest.importorskip("keras_tuner",
+                                  reason='the search needs the tune extra: pip install "upt-keras[tune]"')
 
 BACKEND = keras.backend.backend()
 
@@ -224,7 +226,8 @@ def test_space_errors_name_the_key(space, overrides, match):
     ({"lambda_inv_dec": "abc"}, "tuning.lambda_inv_dec: Input should be a valid number, got str 'abc'"),
     ({"lambda_inv_enc": {"sampling": "lin"}},
      "tuning.lambda_inv_enc.sampling: Input should be 'log' or 'linear', got str 'lin'"),
-    ({"num_queries": {"values": [8, 2.5]}}, "tuning.num_queries.values[1]: Input should be a valid integer, got float 2.5"),
+    ({"num_queries": {"values": [8, 2.5]}},
+     "tuning.num_queries.values[1]: Input should be a valid integer, got float 2.5"),
     ({"inverse_loss_frequency": []},
      "tuning.inverse_loss_frequency: List should have at least 1 item after validation, not 0, got list []"),
     ([0.1], "tuning: Input should be a valid dictionary or instance of TuningSpace, got list [0.1]"),

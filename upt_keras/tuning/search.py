@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import keras
-import keras_tuner
 import numpy as np
 import yaml
 
 from upt_keras import training
+from upt_keras._optional import require
 from upt_keras.training.callbacks import InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from upt_keras.run_files import comparable_config, settings_changes, write_json
@@ -43,6 +43,8 @@ __all__ = [
     "write_best_config",
     "run_tune",
 ]
+
+keras_tuner = require("keras_tuner")
 
 SEARCH_FILE = "search.json"
 SUMMARY_MD = "summary.md"
@@ -188,10 +190,8 @@ def make_tuner(hypermodel, tuner: str = "random", max_trials: int = 10, director
     if tuner == "random":
         return keras_tuner.RandomSearch(max_trials=max_trials, **common)
     if tuner == "bayesian":
-        try:
-            return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
-        except ImportError as err:
-            raise ConfigError(f"the bayesian tuner needs scikit-learn (pip install scikit-learn): {err}") from None
+        require("sklearn")
+        return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
     tuner_obj = keras_tuner.Hyperband(max_epochs=hypermodel.base_cfg.training.epochs, factor=hyperband_factor,
                                       **common)
     tuner_obj.oracle.max_trials = max_trials
