@@ -44,7 +44,7 @@ def main(argv=None):
         space = tuning.load_tuning_config(args.tuning_config)
         result = tuning.tune(cfg, space, tuner=args.tuner, max_trials=args.max_trials, directory=args.directory,
                              project_name=args.project_name, verbose=2)
-    except ConfigError as err:
+    except (ConfigError, ImportError) as err:  # ImportError: KerasTuner missing (the tune extra)
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(tuning.format_table(result.rows, result.objective, result.tuner.hypermodel.num_points))

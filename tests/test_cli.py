@@ -105,12 +105,13 @@ def test_config_errors_exit_2_with_one_line(tmp_path, capsys):
                           capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"upt-keras: error: {DEFAULT_CONFIG}: unknown key 'training.epoch' (did you mean 'training.epochs'?)"]
+        f"upt-keras: error: {DEFAULT_CONFIG}: training.epoch: unknown key (did you mean 'training.epochs'?)"]
     assert not (tmp_path / "r").exists()  # nothing started
     # ... and in-process: a bad value.
     assert cli.main(["train", "--set", "training.learning_rate=-1", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate must be > 0, got -1.0"]
+    assert err == [
+        f"upt-keras: error: {DEFAULT_CONFIG}: training.learning_rate: Input should be greater than 0, got int -1"]
     assert not (tmp_path / "r").exists()
 
 

@@ -10,7 +10,7 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "upt_keras"
-LAYERS = ["_lazy", "_registration", "configs", "schema", "backend", "distribute", "layers", "objectives", "models", "config",
+LAYERS = ["_lazy", "_registration", "_optional", "configs", "schema", "backend", "distribute", "layers", "objectives", "models", "config",
           "run_files", "progress", "data", "evaluation", "training", "tuning", "cli"]
 
 

@@ -168,9 +168,9 @@ def test_rollout_modes():
 
 
 def test_bad_construction_errors():
-    with pytest.raises(ValueError, match="lambda_inv_enc must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="UPTObjective: lambda_inv_enc: Input should be greater than or equal to 0, got int -1"):
         tiny_upt((32,), lambda_inv_enc=-1)
-    with pytest.raises(ValueError, match="inverse_loss_frequency must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="UPTObjective: inverse_loss_frequency: Input should be greater than or equal to 1, got int 0"):
         tiny_upt((32,), inverse_loss_frequency=0)
     with pytest.raises(ValueError, match=r"num_queries must be in \[1, 32\].*got 33"):
         tiny_upt((32,), num_queries=33)

@@ -5,6 +5,8 @@ import pytest
 
 from upt_keras.evaluation.plots import plot_frames_2d, plot_loss_curves, plot_rollout_error, plot_spacetime, read_history
 
+pytest.importorskip("matplotlib", reason='the figures need the plot extra: pip install "upt-keras[plot]"')
+
 
 def _read_png(path):
     import matplotlib.image as mpimg

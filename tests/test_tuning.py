@@ -7,6 +7,7 @@ identical programs), so the check that a compiled step applies the trial's weigh
 the best configuration goes through `upt-keras train` unchanged (compiled as configured) on every backend.
 """
 
+import csv
 import json
 import os
 
@@ -15,11 +16,13 @@ import pytest
 import yaml
 
 import keras
-import keras_tuner
 
 from upt_keras import cli, tuning
 from upt_keras.config import ConfigError, load_config
 from upt_keras.data import generate_burgers_dataset
+
+keras_tuner = pytest.importorskip("keras_tuner",
+                                  reason='the search needs the tune extra: pip install "upt-keras[tune]"')
 
 BACKEND = keras.backend.backend()
 
@@ -183,14 +186,14 @@ def test_space_defaults_fractions_and_cap():
     ({"objective": "val_loss"}, [], "weighted inverse terms"),
     ({"objective": "loss"}, [], "val_forward_loss | val_nrmse"),
     ({"lambda_inv_encc": 0.1}, [], "did you mean 'tuning.lambda_inv_enc'"),
-    ({"lambda_inv_enc": {"min": 1e-3, "maxx": 0.01}}, [], "tuning.lambda_inv_enc.max"),
+    ({"lambda_inv_enc": {"min": 1e-3, "maxx": 0.01}}, [], "did you mean 'tuning.lambda_inv_enc.max'"),
     ({"lambda_inv_enc": {"min": 0.0}}, [], "> 0 with log sampling"),
     ({"lambda_inv_enc": {"min": 1e-3, "max": 0.2}}, [], "exceeds training.inverse_loss_max_weight"),
     ({"lambda_inv_dec": 0.5}, [], "exceeds training.inverse_loss_max_weight"),
     ({"num_queries": {"values": [64, 512]}}, [], r"\[512\] exceed the 256 grid points"),
-    ({"num_queries": {"fractions": [0.0, 0.5]}}, [], r"must be in \(0, 1\]"),
+    ({"num_queries": {"fractions": [0.0, 0.5]}}, [], r"fractions\[0\]: Input should be greater than 0, got float 0.0"),
     ({"num_queries": {"fractions": [0.5], "values": [8]}}, [], "exactly one of"),
-    ({"inverse_loss_frequency": [0, 2]}, [], "positive integer"),
+    ({"inverse_loss_frequency": [0, 2]}, [], r"inverse_loss_frequency\[0\]: Input should be greater than 0"),
     ({}, ["training.use_inverse_losses=false"], "use_inverse_losses is false"),
     ({}, ["training.epochs=3", "training.inverse_loss_warmup_epochs=3"], "at least 5 epochs"),
     ({}, ["training.epochs=2", "training.inverse_loss_warmup_epochs=1"], "at least 3 epochs"),  # ramp starts at 0
@@ -204,23 +207,30 @@ def test_space_errors_name_the_key(space, overrides, match):
 @pytest.mark.parametrize("space, message", [
     # unknown keys: the nearest valid key, else the keys valid there
     ({"lambda_inv_enc": {"min": 1e-3, "maxx": 0.01}},
-     "unknown key 'tuning.lambda_inv_enc.maxx' (did you mean 'tuning.lambda_inv_enc.max'?)"),
+     "tuning.lambda_inv_enc.maxx: unknown key (did you mean 'tuning.lambda_inv_enc.max'?)"),
     ({"num_queries": {"fraction": [0.5]}},
-     "unknown key 'tuning.num_queries.fraction' (did you mean 'tuning.num_queries.fractions'?)"),
-    ({"zzz": 1}, "unknown key 'tuning.zzz' (valid keys here: tuning.objective, tuning.lambda_inv_enc, "
+     "tuning.num_queries.fraction: unknown key (did you mean 'tuning.num_queries.fractions'?)"),
+    ({"zzz": 1}, "tuning.zzz: unknown key (valid keys here: tuning.objective, tuning.lambda_inv_enc, "
                  "tuning.lambda_inv_dec, tuning.num_queries, tuning.inverse_loss_frequency)"),
-    # ranges
-    ({"lambda_inv_enc": {"min": 0.1, "max": 0.01}}, "tuning.lambda_inv_enc.max must be >= its min, got 0.01 < 0.1"),
-    ({"lambda_inv_dec": {"min": -1, "sampling": "linear"}}, "tuning.lambda_inv_dec.min must be >= 0, got -1.0"),
-    ({"lambda_inv_enc": -0.5}, "tuning.lambda_inv_enc must be >= 0, got -0.5"),
-    ({"num_queries": {"fractions": [0.5, 2]}}, "tuning.num_queries.fractions[1] must be in (0, 1], got 2"),
+    # ranges: the dotted key at pydantic's location, its message, the value given
+    ({"lambda_inv_enc": {"min": 0.1, "max": 0.01}}, "tuning.lambda_inv_enc.max: must be >= its min, got 0.01 < 0.1"),
+    ({"lambda_inv_dec": {"min": -1, "sampling": "linear"}},
+     "tuning.lambda_inv_dec.min: Input should be greater than or equal to 0, got int -1"),
+    ({"lambda_inv_enc": -0.5}, "tuning.lambda_inv_enc: Input should be greater than or equal to 0, got float -0.5"),
+    ({"num_queries": {"fractions": [0.5, 2]}},
+     "tuning.num_queries.fractions[1]: Input should be less than or equal to 1, got int 2"),
+    ({"inverse_loss_frequency": [2, 0]}, "tuning.inverse_loss_frequency[1]: Input should be greater than 0, got int 0"),
     # types
-    ({"lambda_inv_enc": {"allow_zero": 1}}, "tuning.lambda_inv_enc.allow_zero must be true or false, got int 1"),
-    ({"lambda_inv_dec": "abc"}, "tuning.lambda_inv_dec must be a number, got str 'abc'"),
-    ({"lambda_inv_enc": {"sampling": "lin"}}, "tuning.lambda_inv_enc.sampling must be one of log | linear, got 'lin'"),
-    ({"num_queries": {"values": [8, 2.5]}}, "tuning.num_queries.values[1] must be a positive integer, got 2.5"),
-    ({"inverse_loss_frequency": []}, "tuning.inverse_loss_frequency must be a non-empty list, got []"),
-    ([0.1], "tuning must be a mapping of keys, got list [0.1]"),
+    ({"lambda_inv_enc": {"allow_zero": 1}},
+     "tuning.lambda_inv_enc.allow_zero: Input should be a valid boolean, got int 1"),
+    ({"lambda_inv_dec": "abc"}, "tuning.lambda_inv_dec: Input should be a valid number, got str 'abc'"),
+    ({"lambda_inv_enc": {"sampling": "lin"}},
+     "tuning.lambda_inv_enc.sampling: Input should be 'log' or 'linear', got str 'lin'"),
+    ({"num_queries": {"values": [8, 2.5]}},
+     "tuning.num_queries.values[1]: Input should be a valid integer, got float 2.5"),
+    ({"inverse_loss_frequency": []},
+     "tuning.inverse_loss_frequency: List should have at least 1 item after validation, not 0, got list []"),
+    ([0.1], "tuning: Input should be a valid dictionary or instance of TuningSpace, got list [0.1]"),
 ])
 def test_tuning_section_messages(space, message):
     with pytest.raises(ConfigError) as info:
@@ -317,7 +327,7 @@ def test_tune_command_arguments_and_errors(tmp_path, files, capsys):
     assert cli.main(["tune", "--config", files["base"], "--tuning-config", str(bad), "-d", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith(
-        f"{bad}: unknown key 'tuning.num_queries.fraction' (did you mean 'tuning.num_queries.fractions'?)")
+        f"{bad}: tuning.num_queries.fraction: unknown key (did you mean 'tuning.num_queries.fractions'?)")
 
 
 # ------------------------------------------------------------------------------------------------------- the search
@@ -338,6 +348,16 @@ def test_search_minimises_the_unweighted_objective(search, files):
     scores = {tid: t.score for tid, t in trials.items()}
     assert result.best_trial_id == min(scores, key=scores.get)
     assert [r["trial"] for r in result.rows] == sorted(scores, key=scores.get)
+    # The first row is KerasTuner's best trial: its id, its score (the lowest objective any fit returned) and its
+    # hyper-parameters' effective values.
+    best, first = oracle.get_best_trials(1)[0], result.rows[0]
+    assert first["trial"] == best.trial_id == result.best_trial_id and first["status"] == "COMPLETED"
+    assert first["objective"] == best.score == pytest.approx(min(f["result"]["val_forward_loss"]
+                                                                 for f in search["fits"]))
+    assert {k: first[k] for k in tuning.LAMBDAS + ("num_queries", "inverse_loss_frequency")} == \
+        tuning.effective_values(best.hyperparameters.values)
+    best_fit = next(f for f in search["fits"] if f["result"]["val_forward_loss"] == pytest.approx(best.score))
+    assert first["epochs"] == 1 and first["step_time_ms"] == pytest.approx(1000 * best_fit["result"]["step_time"])
     project = os.path.join(files["directory"], "tiny")
     md = open(os.path.join(project, "summary.md")).read()
     assert "| trial | lambda_inv_enc | lambda_inv_dec | Q | frequency | val_forward_loss |" in md
@@ -428,6 +448,14 @@ def test_resume_runs_only_the_missing_trial(search, files, monkeypatch, capsys):
     assert len(calls) == 1  # only the new trial trained
     out = capsys.readouterr().out
     assert "1 trial(s) run now, 3 in the search" in out and "| val_forward_loss |" in out
+    # The best trial by the scores KerasTuner stored, first in the summary and named with its values.
+    scores = {tid: json.load(open(os.path.join(project, f"trial_{tid}", "trial.json")))["score"]
+              for tid in ("0", "1", "2")}
+    first = next(csv.DictReader(open(os.path.join(project, "summary.csv"))))
+    assert first["trial"] == min(scores, key=scores.get) and float(first["objective"]) == min(scores.values())
+    assert (f"upt-keras: best trial {first['trial']}: val_forward_loss = {float(first['objective']):.6g} "
+            f"(lambda_inv_enc={float(first['lambda_inv_enc']):g} lambda_inv_dec={float(first['lambda_inv_dec']):g} "
+            f"num_queries={first['num_queries']} inverse_loss_frequency=2)") in out
     oracle = json.load(open(os.path.join(project, "oracle.json")))
     assert sorted(oracle["end_order"]) == ["0", "1", "2"]
     for tid, text in finished.items():  # the finished trials were neither rerun nor rewritten

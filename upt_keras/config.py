@@ -155,7 +155,7 @@ class TrainingConfig(ObjectiveSettings):
     amp: bool_or("mixed_float16", "mixed_bfloat16") = False
     jit_compile: bool_or("auto") = "auto"
     early_stopping_patience: Optional[Int] = Field(None, ge=1)
-    distribution: Optional[one_of("data_parallel", nullable=True)] = None
+    distribution: Optional[one_of("data_parallel")] = None
     # validation: the one-step forward loss and nRMSE ("forward"), or also the objective's other terms ("all")
     validation_terms: one_of("forward", "all") = "forward"
     validation_every_epochs: Int = Field(1, ge=1)  # validate after every n-th epoch (and after the last)

@@ -1,10 +1,11 @@
 """The schema machinery of upt-keras' YAML files: typed sections on pydantic, checked values, and one-line messages.
 
 A file's schema is a tree of `Section`s (unknown keys rejected, values checked on assignment too); `validated(root,
-data)` builds it and turns pydantic's errors into one `ConfigError` of the form "<dotted key> <what is wrong>, got
-<value>", naming the nearest valid key for a typo. The training config (`upt_keras.config`) and the search space
-(`upt_keras.tuning.search_space`) are both built on it. Value checks raise `leaf_error(text)` (the message follows the
-dotted key) or `config_error(text)` (the message is complete).
+data)` builds it and turns pydantic's errors into one `ConfigError`. Each error is reported at pydantic's own
+location as a dotted key, with pydantic's own message and the value given: `<dotted key>: <message>, got <value>`;
+an unknown key names the nearest valid key (`did you mean ...?`). The training config (`upt_keras.config`) and the
+search space (`upt_keras.tuning.search_space`) are both built on it. Checks that pydantic's types do not express
+raise `leaf_error(text)` (reported as `<dotted key>: <text>`) or `config_error(text)` (the message is complete).
 
 This module imports no deep-learning framework.
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Annotated, Any, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
-from pydantic import model_validator
+from pydantic import AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 
@@ -26,8 +27,8 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Value types. A check that fails raises a "leaf" error (the message follows the dotted key) or a "config" error (the
-# message is complete); `message` turns pydantic's own errors into the same wording.
+# Value types: pydantic's own (strict, so that true is no number and 1 no bool) where they serve; the few checks they
+# do not express raise a "leaf" error (reported after the dotted key) or a "config" error (the message is complete).
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -40,7 +41,7 @@ def type_name(value: Any) -> str:
 
 
 def got(value: Any) -> str:
-    return f"got {type_name(value)} {fmt(value)}"
+    return "got null" if value is None else f"got {type_name(value)} {fmt(value)}"
 
 
 def leaf_error(text: str, key: str = "") -> PydanticCustomError:
@@ -55,7 +56,15 @@ def config_error(text: str) -> PydanticCustomError:
 _FLOAT_STRING = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
+def float_string(value: Any) -> Any:
+    """A number written as a string (YAML 1.1 reads `1e-5` as one) as a float; anything else unchanged."""
+    if isinstance(value, str) and _FLOAT_STRING.match(value.strip()):
+        return float(value)
+    return value
+
+
 def number(value: Any) -> Any:
+    """An int or a finite float, kept as given (a union of pydantic's types would report one error per member)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise leaf_error(f"must be a number, {got(value)}")
     if not math.isfinite(value):
@@ -63,36 +72,19 @@ def number(value: Any) -> Any:
     return value
 
 
-def to_float(value: Any) -> float:
-    if isinstance(value, str) and _FLOAT_STRING.match(value.strip()):
-        return float(value)
-    return float(number(value))
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise leaf_error(f"must be a string, {got(value)}")
+def not_blank(value: str) -> str:
     if not value.strip():
         raise leaf_error(f"must be a non-empty string, got {fmt(value)}")
     return value
 
 
-def one_of(*choices: str, nullable: bool = False) -> Any:
-    """A string among `choices` (`nullable`: the field is Optional and the message lists null)."""
-    options = " | ".join(choices) + (" | null" if nullable else "")
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise leaf_error(f"must be a string, {got(value)}")
-        if value not in choices:
-            raise leaf_error(f"must be one of {options}, got {fmt(value)}")
-        return value
-
-    return Annotated[str, BeforeValidator(check)]
+def one_of(*choices: str) -> Any:
+    """A string among `choices` (pydantic's literal: its message lists them)."""
+    return Literal[choices]
 
 
 def bool_or(*choices: str) -> Any:
-    """true, false, or a string among `choices`."""
+    """true, false, or a string among `choices` (one message, not one per member of a union)."""
 
     def check(value: Any) -> Any:
         if isinstance(value, bool) or (isinstance(value, str) and value in choices):
@@ -102,18 +94,12 @@ def bool_or(*choices: str) -> Any:
     return Annotated[Union[bool, str], BeforeValidator(check)]
 
 
-def non_empty(value: list) -> list:
-    if not value:
-        raise leaf_error("must be a non-empty list, got []")
-    return value
-
-
 Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
-Float = Annotated[float, BeforeValidator(to_float)]
-Text = Annotated[str, BeforeValidator(text)]
+Float = Annotated[float, BeforeValidator(float_string), Strict(), AllowInfNan(False)]
+Text = Annotated[str, Strict(), AfterValidator(not_blank)]
 Number = Annotated[Union[int, float], BeforeValidator(number), Field(gt=0)]
-NumberList = Annotated[list[Number], AfterValidator(non_empty)]
+NumberList = Annotated[list[Number], Field(min_length=1)]
 
 
 class Section(BaseModel):
@@ -175,13 +161,8 @@ def unknown_key(dotted: str, cls: type[Section], prefix: str, root: type[Section
     local_names = list(cls.model_fields)
     hint = _suggest(dotted, local_names, prefix, root)
     if hint:
-        return f"unknown key '{dotted}' (did you mean '{hint}'?)"
-    return f"unknown key '{dotted}' (valid keys here: {', '.join(prefix + n for n in local_names)})"
-
-
-_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than": ("lt", "<")}
-_EXPECTED = {"int_type": "an integer", "bool_type": "true or false", "list_type": "a list of numbers",
-             "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys"}
+        return f"{dotted}: unknown key (did you mean '{hint}'?)"
+    return f"{dotted}: unknown key (valid keys here: {', '.join(prefix + n for n in local_names)})"
 
 
 def _located(loc: tuple, root: type[Section]) -> tuple[str, type[Section] | None]:
@@ -197,25 +178,20 @@ def _located(loc: tuple, root: type[Section]) -> tuple[str, type[Section] | None
 
 
 def _one_message(err: dict, root: type[Section]) -> str:
-    loc, kind, value = err["loc"], err["type"], err.get("input")
+    """`<dotted key>: <message>` at pydantic's location of the error; pydantic's own errors name the value given."""
+    loc, kind = err["loc"], err["type"]
     if kind == "config":
         return err["msg"]
     if kind == "extra_forbidden":
         prefix, cls = _located(loc[:-1], root)
         prefix = prefix + "." if prefix else ""
         return unknown_key(f"{prefix}{loc[-1]}", cls, prefix, root)
-    path = _located(loc, root)[0] or "the configuration"
-    if value is None:
-        return f"{path} must not be null"
+    path = _located(loc, root)[0]
     if kind == "leaf":
         key = err["ctx"]["key"]
-        return f"{path}.{key} {err['msg']}" if key else f"{path} {err['msg']}"
-    if kind in _BOUNDS:
-        name, sign = _BOUNDS[kind]
-        return f"{path} must be {sign} {err['ctx'][name]:g}, got {fmt(value)}"
-    if kind in _EXPECTED:
-        return f"{path} must be {_EXPECTED[kind]}, {got(value)}"
-    return f"{path}: {err['msg']}, {got(value)}"
+        path = f"{path}.{key}".lstrip(".") if key else path
+        return f"{path or 'the configuration'}: {err['msg']}"
+    return f"{path or 'the configuration'}: {err['msg']}, {got(err.get('input'))}"
 
 
 def message(exc: ValidationError, root: type[Section]) -> str:

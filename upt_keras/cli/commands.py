@@ -409,11 +409,13 @@ def _cmd_generate(args):
 
 
 def _cmd_tune(args):
+    from upt_keras._optional import check
     from upt_keras.tuning.search_space import load_tuning_config
 
     overrides = list(args.overrides) + ([f"training.epochs={args.epochs}"] if args.epochs is not None else [])
     cfg = _load_cfg(args.config, overrides)  # both configs checked before any framework is imported
     load_tuning_config(args.tuning_config)
+    check("keras_tuner")  # before a framework starts (KerasTuner imports Keras)
     _start_backend(keep=_frameworks_needed(cfg))
     from upt_keras.tuning import run_tune  # KerasTuner is imported only for this command
 
@@ -425,7 +427,9 @@ _COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "rollout": _cmd_rol
 
 
 def main(argv=None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments / files)."""
+    """Run the command line; returns the exit status (0 ok, 2 invalid config / data / arguments / files, or an
+    optional package that the command needs is not installed)."""
+    from upt_keras._optional import MissingExtra
     from upt_keras.data import DataError
 
     try:
@@ -434,7 +438,7 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return 2
-    except (ConfigError, DataError, run_dirs.RunDirError, runtime.BackendError) as err:
+    except (ConfigError, DataError, run_dirs.RunDirError, runtime.BackendError, MissingExtra) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """Figures for training runs and evaluations, written as PNG files.
 
 matplotlib is imported inside each function and figures are drawn on the Agg canvas directly (no pyplot, no global
-backend switch), so importing this module is cheap and it works on machines without a display.
+backend switch), so importing this module is cheap and it works on machines without a display. matplotlib comes with
+the `plot` extra (`pip install "upt-keras[plot]"`); without it, each function raises `MissingExtra` saying so.
 Every function returns the path it wrote.
 """
 
@@ -28,6 +29,9 @@ _DPI = 100
 
 
 def _new_figure(width_in: float, height_in: float, layout: str | None = None):
+    from upt_keras._optional import require  # here, so that this module loads on its own
+
+    require("matplotlib")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from upt_keras._optional import MissingExtra, require
 from upt_keras.evaluation import metrics as M
 from upt_keras.backend import inference_mode
 from upt_keras.run_files import write_json
@@ -225,9 +226,16 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
     - 1D: `rollout_spacetime_<mode>.png`: truth / prediction / |error| of the first test rollout
       (frames 0..K, the first field, named on the colourbars; physical times where the file has them); 2D:
       `rollout_frames_<mode>.png`.
+
+    Without matplotlib (the `plot` extra) no figure is drawn: one line says so, and the result is empty.
     """
     from upt_keras.evaluation import plots
 
+    try:
+        require("matplotlib")
+    except MissingExtra as err:
+        print(f"upt-keras: figures skipped: {err}", flush=True)
+        return {}
     run_dir = os.fspath(run_dir)
     os.makedirs(run_dir, exist_ok=True)
     written = {}

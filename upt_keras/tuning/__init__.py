@@ -53,8 +53,10 @@ is run again, and `max_trials` may be raised to add trials.
 Two modules: `upt_keras.tuning.search_space` (the search space: `parse_tuning`, `resolve_space`, ...; it imports
 neither Keras nor KerasTuner) and `upt_keras.tuning.search` (the hypermodel, the tuner, the summaries; it imports
 KerasTuner). This package exports both, and imports the second only when one of its names is first used, so that
-`upt-keras` commands other than `tune` never load KerasTuner. The callbacks a trial uses (`StepTimer`,
-`ValidationNRMSE`, `TimeBudget`) live in `upt_keras.training.callbacks`.
+`upt-keras` commands other than `tune` never load KerasTuner. KerasTuner (and scikit-learn, for the bayesian
+tuner) come with the `tune` extra (`pip install "upt-keras[tune]"`); without it, the first use of one of the search's
+names raises `MissingExtra` (an `ImportError`) saying so, and the search space still works. The callbacks a trial uses
+(`StepTimer`, `ValidationNRMSE`, `TimeBudget`) live in `upt_keras.training.callbacks`.
 """
 
 from upt_keras._lazy import lazy_exports

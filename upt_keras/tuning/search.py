@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import keras
-import keras_tuner
 import numpy as np
 import yaml
 
 from upt_keras import training
+from upt_keras._optional import require
 from upt_keras.training.callbacks import InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 from upt_keras.run_files import comparable_config, settings_changes, write_json
@@ -43,6 +43,8 @@ __all__ = [
     "write_best_config",
     "run_tune",
 ]
+
+keras_tuner = require("keras_tuner")
 
 SEARCH_FILE = "search.json"
 SUMMARY_MD = "summary.md"
@@ -188,10 +190,8 @@ def make_tuner(hypermodel, tuner: str = "random", max_trials: int = 10, director
     if tuner == "random":
         return keras_tuner.RandomSearch(max_trials=max_trials, **common)
     if tuner == "bayesian":
-        try:
-            return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
-        except ImportError as err:
-            raise ConfigError(f"the bayesian tuner needs scikit-learn (pip install scikit-learn): {err}") from None
+        require("sklearn")
+        return keras_tuner.BayesianOptimization(max_trials=max_trials, **common)
     tuner_obj = keras_tuner.Hyperband(max_epochs=hypermodel.base_cfg.training.epochs, factor=hyperband_factor,
                                       **common)
     tuner_obj.oracle.max_trials = max_trials
@@ -284,16 +284,21 @@ def tune(cfg: Config, space=None, tuner: str = "random", max_trials: int = 10, d
     rows = summary_rows(tuner_obj, hypermodel.space.objective)
     files = write_summary(project_dir, rows, hypermodel.space.objective, hypermodel.num_points)
     best_id, best_cfg = None, None
-    completed = [r for r in rows if r["status"] == "COMPLETED" and r["objective"] is not None]
-    if completed:
-        best_id = completed[0]["trial"]
-        values = tuner_obj.oracle.get_trial(best_id).hyperparameters.values
-        best_cfg = trial_config(cfg, effective_values(values), hypermodel.num_points)
-        files["best_config"] = write_best_config(os.path.join(project_dir, BEST_CONFIG), best_cfg, completed[0],
+    best = _best_trial(tuner_obj)
+    if best is not None:
+        best_id = best.trial_id
+        best_cfg = trial_config(cfg, effective_values(best.hyperparameters.values), hypermodel.num_points)
+        files["best_config"] = write_best_config(os.path.join(project_dir, BEST_CONFIG), best_cfg, rows[0],
                                                  hypermodel.space.objective, project_dir)
         best_cfg = load_config(files["best_config"])
     return TuneResult(tuner=tuner_obj, rows=rows, objective=hypermodel.space.objective, best_trial_id=best_id,
                       best_config=best_cfg, project_dir=project_dir, files=files, new_trials=new)
+
+
+def _best_trial(tuner):
+    """KerasTuner's best completed trial (lowest score), or None when no trial completed."""
+    best = tuner.oracle.get_best_trials(num_trials=1)
+    return best[0] if best and best[0].status == "COMPLETED" else None
 
 
 def _completed_ids(tuner) -> list:
@@ -306,37 +311,36 @@ def _completed_ids(tuner) -> list:
 
 
 def _metric(trial, name):
-    if trial.metrics.exists(name):
-        value = trial.metrics.get_last_value(name)
-        return None if value is None else float(value)
-    return None
+    """The value a trial recorded for `name` (`fit` reports each metric once per trial), or None."""
+    value = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
+    return None if value is None else float(value)
 
 
 def summary_rows(tuner, objective: str) -> list[dict]:
-    """One dict per trial, best objective first (trials without a result last, by id).
+    """One dict per trial, in KerasTuner's ranking (`oracle.get_best_trials`): completed trials by score, best
+    first, then the others.
 
-    Keys: trial, status, lambda_inv_enc, lambda_inv_dec, num_queries, inverse_loss_frequency, objective,
-    best_epoch, epochs, step_time_ms, fit_seconds, message (last line of a failed trial's error).
+    Keys: trial (`trial_id`), status, the effective values of its hyper-parameters (lambda_inv_enc, lambda_inv_dec,
+    num_queries, inverse_loss_frequency), objective (`trial.score`: the trial's best value of the objective),
+    best_epoch, epochs, step_time_ms, fit_seconds (from `trial.metrics`), message (last line of a failed trial's
+    error).
     """
     rows = []
-    for trial_id, trial in tuner.oracle.trials.items():
-        status = str(trial.status)
+    for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
         try:
             values = effective_values(trial.hyperparameters.values)
-        except KeyError:
+        except KeyError:  # a trial that failed before its hyper-parameters were drawn
             values = dict.fromkeys(("lambda_inv_enc", "lambda_inv_dec", "num_queries", "inverse_loss_frequency"))
-        score = _metric(trial, objective)
-        step = _metric(trial, "step_time")
-        message = (trial.message or "").strip().splitlines()[-1] if getattr(trial, "message", None) else ""
+        recorded = {name: _metric(trial, name) for name in ("best_epoch", "epochs", "step_time", "fit_seconds")}
         rows.append({
-            "trial": trial_id, "status": status, **values, "objective": score,
-            "best_epoch": None if _metric(trial, "best_epoch") is None else int(_metric(trial, "best_epoch")),
-            "epochs": None if _metric(trial, "epochs") is None else int(_metric(trial, "epochs")),
-            "step_time_ms": None if step is None else 1000.0 * step,
-            "fit_seconds": _metric(trial, "fit_seconds"), "message": message,
+            "trial": trial.trial_id, "status": str(trial.status), **values,
+            "objective": None if trial.score is None else float(trial.score),
+            "best_epoch": None if recorded["best_epoch"] is None else int(recorded["best_epoch"]),
+            "epochs": None if recorded["epochs"] is None else int(recorded["epochs"]),
+            "step_time_ms": None if recorded["step_time"] is None else 1000.0 * recorded["step_time"],
+            "fit_seconds": recorded["fit_seconds"],
+            "message": (trial.message or "").strip().splitlines()[-1] if trial.message else "",
         })
-    rows.sort(key=lambda r: (r["objective"] is None, r["objective"] if r["objective"] is not None else 0.0,
-                             r["trial"]))
     return rows
 
 
@@ -391,6 +395,12 @@ def write_summary(project_dir, rows, objective: str, num_points: int | None = No
     return {"summary_md": md, "summary_csv": path_csv}
 
 
+def _values_text(row: Mapping) -> str:
+    """A trial's effective hyper-parameter values as `name=value` pairs."""
+    return (f"lambda_inv_enc={row['lambda_inv_enc']:g} lambda_inv_dec={row['lambda_inv_dec']:g} "
+            f"num_queries={row['num_queries']} inverse_loss_frequency={row['inverse_loss_frequency']}")
+
+
 def write_best_config(path, cfg: Config, row: Mapping, objective: str, project_dir) -> str:
     """Write `cfg` (with `output.run_dir = project_dir/best_run`) as a complete training YAML, and check that
     `load_config` reads it back to the same Config. Returns the path."""
@@ -399,8 +409,7 @@ def write_best_config(path, cfg: Config, row: Mapping, objective: str, project_d
     cfg = config_from_dict(d)
     header = (f"# Best trial {row['trial']} of the search in {os.fspath(project_dir)}: {objective} = "
               f"{row['objective']:.6g}\n"
-              f"# lambda_inv_enc={row['lambda_inv_enc']:g} lambda_inv_dec={row['lambda_inv_dec']:g} "
-              f"num_queries={row['num_queries']} inverse_loss_frequency={row['inverse_loss_frequency']}\n"
+              f"# {_values_text(row)}\n"
               "# Train it with: upt-keras train --config <this file>\n")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(header)
@@ -431,6 +440,10 @@ def run_tune(args) -> int:
                   project_name=args.project_name, overwrite=args.overwrite, seed=args.seed, verbose=args.verbose)
     num_points = result.tuner.hypermodel.num_points
     print(format_table(result.rows, result.objective, num_points))
+    if result.best_trial_id is not None:
+        best = result.rows[0]
+        print(f"upt-keras: best trial {best['trial']}: {result.objective} = {best['objective']:.6g} "
+              f"({_values_text(best)})")
     print(f"upt-keras: {len(result.new_trials)} trial(s) run now, {len(result.rows)} in the search")
     for key in ("summary_md", "summary_csv", "best_config"):
         if key in result.files:

@@ -12,11 +12,11 @@ import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_serializer, model_validator
+from pydantic import (AfterValidator, BeforeValidator, Discriminator, Field, Strict, Tag, model_serializer,
+                      model_validator)
 
 from upt_keras.config import Config, config_from_dict, config_to_dict, read_yaml
-from upt_keras.schema import (Bool, ConfigError, Float, Section, fmt, leaf_error, non_empty, one_of, to_float,
-                              validated)
+from upt_keras.schema import Bool, ConfigError, Float, Section, fmt, leaf_error, one_of, validated
 
 __all__ = [
     "DEFAULT_TUNING",
@@ -59,26 +59,15 @@ def _objective(value: Any) -> str:
     raise leaf_error(f"must be one of {' | '.join(OBJECTIVES)}, got {fmt(value)}{why}")
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise leaf_error(f"must be a positive integer, got {fmt(value)}")
-    return value
-
-
-def _fraction(value: Any) -> float:
-    number = to_float(value)
-    if not 0.0 < number <= 1.0:
-        raise leaf_error(f"must be in (0, 1], got {fmt(value)}")
-    return number
-
-
 def _choices(item: Any) -> Any:
     """A non-empty list of `item`s (a single one: a list of one), sorted, without repeats."""
-    return Annotated[list[item], BeforeValidator(lambda v: list(v) if isinstance(v, (list, tuple)) else [v]),
-                     AfterValidator(non_empty), AfterValidator(lambda v: sorted(set(v)))]
+    return Annotated[list[item], Field(min_length=1),
+                     BeforeValidator(lambda v: list(v) if isinstance(v, (list, tuple)) else [v]),
+                     AfterValidator(lambda v: sorted(set(v)))]
 
 
-Counts = _choices(Annotated[int, BeforeValidator(_positive_int)])
+Counts = _choices(Annotated[int, Strict(), Field(gt=0)])
+Fractions = _choices(Annotated[Float, Field(gt=0.0, le=1.0)])
 
 
 class WeightRange(Section):
@@ -106,7 +95,7 @@ Weight = Annotated[Union[Annotated[Float, Field(ge=0.0), Tag("fixed")], Annotate
 class QueryChoices(Section):
     """The Q choices: fractions of the grid points, or numbers of points (a bare list: `values`)."""
 
-    fractions: Optional[_choices(Annotated[float, BeforeValidator(_fraction)])] = None
+    fractions: Optional[Fractions] = None
     values: Optional[Counts] = None
 
     @model_validator(mode="before")
