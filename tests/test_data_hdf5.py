@@ -346,7 +346,7 @@ def test_generate_2d_vector_and_sinusoid(tmp_path):
 
 
 def test_detection_order_and_names(tmp_path):
-    assert [cls.name for cls in layouts_module.LAYOUTS] == ["tensor", "cfd", "data", "groups"]
+    assert [cls.name for cls in layouts_module.LAYOUTS] == ["tensor", "cfd", "data", "points", "groups"]
     data = _random((2, 3, 4, 1))
     for name, keys, expected in [("tc.h5", ["tensor", "Vx"], "tensor"), ("cd.h5", ["Vx", "data"], "cfd")]:
         with h5py.File(tmp_path / name, "w") as f:

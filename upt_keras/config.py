@@ -226,22 +226,35 @@ def validate_config(cfg: Config) -> Config:
     return cfg
 
 
-def validate_for_grid(cfg: Config, grid_shape: Iterable[int]) -> None:
+def validate_for_grid(cfg: Config, grid_shape: Iterable[int], num_points: int | None = None) -> None:
     """Checks that need the spatial grid the model will see (after `data.reduced_resolution`).
 
     Args:
         cfg: a validated Config.
         grid_shape: spatial sizes, e.g. `(256,)` or `(64, 64)`.
+        num_points: for a file of scattered points, the points per sample: the queries are drawn from them (uniform
+            only), and the patch checks (grid encoders) do not apply.
 
     Raises:
         ConfigError: when `model.patch_size` does not divide every grid dimension, when average pooling's
             `model.num_latent_tokens` does not divide the number of patches (each message suggests a value that
             fits), or when query sampling is enabled and `training.query_sampling.num_queries` exceeds the number of
-            grid points.
+            grid points (or the points of a sample).
     """
     shape = tuple(int(n) for n in grid_shape)
     if not shape or any(n < 1 for n in shape):
         raise ConfigError(f"grid shape must be non-empty with positive sizes, got {shape}")
+    qs = cfg.training.query_sampling
+    if num_points is not None:
+        if qs.enabled and qs.num_queries > num_points:
+            raise ConfigError(
+                f"training.query_sampling.num_queries={qs.num_queries} exceeds the {num_points} points of each "
+                "sample; lower it or set training.query_sampling.enabled=false")
+        if qs.enabled and qs.strategy != "uniform":
+            raise ConfigError(
+                f"training.query_sampling.strategy={qs.strategy} cuts the grid into blocks; scattered points are "
+                "sampled uniformly: set training.query_sampling.strategy=uniform")
+        return
     m = cfg.model
     patch = m.patch_size
     bad = [n for n in shape if n % patch]
@@ -258,7 +271,6 @@ def validate_for_grid(cfg: Config, grid_shape: Iterable[int]) -> None:
             f"model.num_latent_tokens={m.num_latent_tokens} must divide the {patches} patches of grid shape {shape} "
             f"(model.patch_size={patch}, model.pooling=average); e.g. --set model.num_latent_tokens={fits}"
         )
-    qs = cfg.training.query_sampling
     num_points = math.prod(shape)
     if qs.enabled and qs.num_queries > num_points:
         raise ConfigError(

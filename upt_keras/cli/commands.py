@@ -57,6 +57,13 @@ def _positive_float(text):
     return value
 
 
+def _fraction(text):
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}")
+    return value
+
+
 def _add_config_args(p, config_required=False, config_help=None, set_help=None):
     p.add_argument("--config", "-c", required=config_required,
                    help=config_help or "YAML config (keys left out take their defaults)")
@@ -156,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt-save", type=_positive_float, default=None,
                    help="time between frames (default: burgers 0.01, ks 0.5, fisher 0.05, navier-stokes 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--points-fraction", type=_fraction, default=None,
+                   help="write scattered points instead (the 'points' layout, see docs/data.md): every trajectory "
+                   "keeps its own random subset of this fraction of the grid points (seeded), beside its full grid "
+                   "for evaluation; in (0, 1], e.g. 0.25")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     add_tune_parser(sub)
@@ -390,7 +401,7 @@ def _cmd_generate(args):
     created = run_dirs.make_folder(parent, "folder")
     try:
         generate_dataset(args.out, args.pde, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
-                         **settings)
+                         points_fraction=args.points_fraction, **settings)
     except BaseException as err:
         run_dirs.remove_unused(parent, created)  # the writer removes its own temporary file
         if isinstance(err, ValueError) and not isinstance(err, DataError):  # invalid combination of settings
@@ -403,7 +414,8 @@ def _cmd_generate(args):
             raise UsageError(f"{PROG} generate-data: cannot write {args.out}: {err.strerror or err}") from None
         raise
     with open_trajectories(args.out) as store:
-        print(f"{PROG}: wrote {args.out}: {store.num_samples} trajectories, {store.num_frames} frames, "
+        points = f" ({store.points.num_points} scattered points each)" if store.points is not None else ""
+        print(f"{PROG}: wrote {args.out}: {store.num_samples} trajectories{points}, {store.num_frames} frames, "
               f"grid {store.grid_shape}, {store.num_channels} channel(s), dt {store.dt}")
     return 0
 

@@ -47,6 +47,7 @@ def generate_burgers_dataset(
     amplitude=1.0,
     ic_options=None,
     layout=None,
+    points_fraction=None,
 ):
     """Generate Burgers trajectories with ``solve_burgers`` and write them atomically in a PDEBench layout.
 
@@ -75,6 +76,9 @@ def generate_burgers_dataset(
         amplitude: initial amplitude: float or ``(low, high)`` range for ``"grf"``; float factor for ``"sinusoid"``.
         ic_options: extra keyword arguments for the initial-condition function (e.g. ``{"alpha": 2.0, "tau": 5.0}``).
         layout: ``"tensor"`` or ``"groups"``; default ``"tensor"`` for 1D, ``"groups"`` for 2D.
+        points_fraction: write the ``points`` layout instead: every sample keeps its own random subset (seeded by
+            ``seed`` and the sample's index) of ``round(points_fraction * grid points)`` grid points, beside its
+            full-grid copy (for evaluation). In ``(0, 1]``.
 
     Returns:
         ``path``.
@@ -115,7 +119,7 @@ def generate_burgers_dataset(
         return _burgers.solve_burgers(u0, nu, t_end, dt_save, dt=dt, length=length, equation=equation)
 
     _write_samples(path, solve, "Burgers", dim, resolution, stride, channels or 1, n_save, dt_save, length, attrs,
-                   num_samples, seed, batch, progress, layout)
+                   num_samples, seed, batch, progress, layout, points_fraction)
     return path
 
 
@@ -127,19 +131,29 @@ def _strides(resolution, solver_resolution):
 
 
 def _write_samples(path, solve, label, dim, resolution, stride, num_channels, n_save, dt_save, length, attrs,
-                   num_samples, seed, batch, progress, layout):
+                   num_samples, seed, batch, progress, layout, points_fraction=None):
     """Solve ``num_samples`` trajectories batch by batch (``solve(seed_sequences) -> (n, T, *grid[, C])`` on the solver
-    grid) and write every ``stride``-th point of them atomically; one ``SeedSequence`` per sample."""
+    grid) and write every ``stride``-th point of them atomically; one ``SeedSequence`` per sample. With
+    ``points_fraction`` the file is in the ``points`` layout (that fraction of the grid points per sample)."""
     grid = (int(resolution),) * dim
     coords = [_burgers.periodic_grid(int(resolution) * stride, length)[::stride]] * dim
     times = np.arange(n_save + 1) * dt_save
+    points = {}
+    if points_fraction is not None:
+        if not 0.0 < float(points_fraction) <= 1.0:
+            raise ValueError(f"points_fraction must be in (0, 1], got {points_fraction}")
+        if layout not in (None, "points"):
+            raise ValueError(f"points_fraction writes the 'points' layout, not layout={layout!r}")
+        layout = "points"
+        points = dict(num_points=max(1, round(float(points_fraction) * int(np.prod(grid)))), seed=int(seed))
     if layout is None:
         layout = "tensor" if (dim == 1 and num_channels == 1) else "groups"
     seeds = np.random.SeedSequence(int(seed)).spawn(int(num_samples))
     bar = Progress(num_samples, f"generating {num_samples} {label} trajectories ({dim}D, {resolution} points per "
                    f"axis)", "trajectories", enabled=progress)
     space = (slice(None), slice(None)) + (slice(None, None, stride),) * dim
-    with PDEBenchWriter(path, layout, num_samples, n_save + 1, grid, num_channels, coords, times, attrs) as writer:
+    with PDEBenchWriter(path, layout, num_samples, n_save + 1, grid, num_channels, coords, times, attrs,
+                        **points) as writer:
         for start in range(0, int(num_samples), int(batch)):
             stop = min(start + int(batch), int(num_samples))
             u = solve(seeds[start:stop])[space]
@@ -210,7 +224,8 @@ _PDE_TEXT = {
 }
 
 
-def generate_dataset(path, pde="burgers", num_samples=100, seed=0, batch=64, progress=True, layout=None, **settings):
+def generate_dataset(path, pde="burgers", num_samples=100, seed=0, batch=64, progress=True, layout=None,
+                     points_fraction=None, **settings):
     """Generate trajectories of one of the equations of ``PDE_DEFAULTS`` and write them atomically (PDEBench layout).
 
     Settings left out take the equation's defaults from ``PDE_DEFAULTS``; one that the equation does not have is an
@@ -220,7 +235,7 @@ def generate_dataset(path, pde="burgers", num_samples=100, seed=0, batch=64, pro
     Args:
         path: destination file.
         pde: ``"burgers"``, ``"ks"``, ``"fisher"`` or ``"navier-stokes"``.
-        num_samples, seed, batch, progress, layout: as for ``generate_burgers_dataset``.
+        num_samples, seed, batch, progress, layout, points_fraction: as for ``generate_burgers_dataset``.
         **settings: ``dim``, ``resolution``, ``solver_resolution``, ``t_end``, ``dt_save``, ``dt``, ``length``,
             ``amplitude``, ``ic_options`` and the equation's own: ``nu`` (Burgers, Fisher-KPP, Navier-Stokes),
             ``rate`` (Fisher-KPP), ``t_burn`` (KS), ``forcing``, ``drag`` (Navier-Stokes), ``ic`` and ``equation``
@@ -235,7 +250,8 @@ def generate_dataset(path, pde="burgers", num_samples=100, seed=0, batch=64, pro
     """
     if pde not in PDE_DEFAULTS:
         raise ValueError(f"pde must be one of {', '.join(PDE_DEFAULTS)}; got {pde!r}")
-    common = dict(num_samples=num_samples, seed=seed, batch=batch, progress=progress, layout=layout)
+    common = dict(num_samples=num_samples, seed=seed, batch=batch, progress=progress, layout=layout,
+                  points_fraction=points_fraction)
     if pde == "burgers":
         allowed = set(inspect.signature(generate_burgers_dataset).parameters) - set(common) - {"path"}
     else:
@@ -288,5 +304,5 @@ def generate_dataset(path, pde="burgers", num_samples=100, seed=0, batch=64, pro
                                                 length=length, forcing=forcing, drag=cfg["drag"])
 
     _write_samples(path, solve, pde, dim, cfg["resolution"], stride, 1, n_save, dt_save, length, attrs,
-                   num_samples, seed, batch, progress, layout)
+                   num_samples, seed, batch, progress, layout, points_fraction)
     return path

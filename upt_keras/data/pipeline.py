@@ -15,7 +15,38 @@ import keras
 
 from upt_keras.data.splits import _num_samples, _read, compute_normalization, split_indices
 
-__all__ = ["split_indices", "compute_normalization", "PairDataset"]
+__all__ = ["split_indices", "compute_normalization", "PairDataset", "batch_size_of", "map_batch", "concat_batches",
+           "identity_frames", "pad_batch"]
+
+
+def map_batch(fn, x):
+    """`fn` applied to a batch of model inputs: an array, or each array of a point cloud's dict."""
+    return {k: fn(v) for k, v in x.items()} if isinstance(x, dict) else fn(x)
+
+
+def batch_size_of(x) -> int:
+    """The number of samples in a batch of model inputs (an array or a point cloud's dict)."""
+    return int(len(next(iter(x.values())) if isinstance(x, dict) else x))
+
+
+def concat_batches(batches):
+    """Batches of model inputs concatenated along the samples (float32 arrays, or a dict of them)."""
+    if isinstance(batches[0], dict):
+        return {k: np.concatenate([np.asarray(b[k], np.float32) for b in batches]) for k in batches[0]}
+    return np.concatenate([np.asarray(b, np.float32) for b in batches])
+
+
+def identity_frames(dataset, index, x):
+    """`u_t` of batch `index` of `dataset` where its targets are (`PairDataset.start_frames`; the inputs `x` of any
+    other dataset): what the identity baseline predicts, float32."""
+    start = dataset.start_frames(index) if hasattr(dataset, "start_frames") else x
+    return np.asarray(start, np.float32)
+
+
+def pad_batch(x, size):
+    """A batch of model inputs padded to `size` samples by repeating its last sample (no copy when it has them)."""
+    pad = size - batch_size_of(x)
+    return x if pad <= 0 else map_batch(lambda a: np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]), x)
 
 
 class PairDataset(keras.utils.PyDataset):
@@ -36,12 +67,19 @@ class PairDataset(keras.utils.PyDataset):
         rollout_steps: ``K`` for evaluation: targets are ``u_{t + s * time_stride}`` for ``s = 1..K``, shape
             ``(B, K, *grid, C)``, and only start frames with ``K`` future targets are used. ``None``: one-step pairs.
         seed: seed for the shuffling and for ``max_pairs``.
+        positions: a point cloud's positions ``(n, N, d)``, one row per trajectory of ``sample_indices``: the inputs
+            become ``{"fields": (B, N, C), "positions": (B, N, d)}``. Without ``inputs`` the trajectories are the
+            fields at those points ``(S, T, N, C)``, inputs and targets alike, and the inputs also hold ``"coords"``
+            (the positions: the model predicts there).
+        inputs: with ``positions``, the input fields at the points, a source ``(S, T, N, C)`` beside the targets'
+            trajectories (e.g. the full grid, for evaluation).
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for ``keras.utils.PyDataset``.
 
     Attributes:
         num_pairs: number of pairs.
         pairs: int64 ``(num_pairs, 2)`` array of (trajectory position in ``sample_indices``, start frame).
-        trajectories: the float32 ``(n, T, *grid, C)`` array in memory.
+        trajectories: the float32 ``(n, T, *grid, C)`` array in memory (the targets' frames).
+        positions, inputs: as given (``inputs`` read like ``trajectories``), or None.
 
     Example:
         >>> store = open_trajectories("burgers.h5")                                  # doctest: +SKIP
@@ -61,6 +99,8 @@ class PairDataset(keras.utils.PyDataset):
         max_pairs=None,
         rollout_steps=None,
         seed=0,
+        positions=None,
+        inputs=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,8 +122,11 @@ class PairDataset(keras.utils.PyDataset):
         if self.sample_indices.size == 0:
             raise ValueError("PairDataset needs at least one trajectory")
         self.trajectories = _read(source, self.sample_indices)
+        self.positions = None if positions is None else np.asarray(positions, np.float32)
+        self.inputs = None if inputs is None else _read(inputs, self.sample_indices)
 
         num_traj, num_frames = self.trajectories.shape[:2]
+        self._check_points()
         horizon = self.time_stride * (self.rollout_steps or 1)
         starts = num_frames - horizon
         if starts < 1:
@@ -104,6 +147,43 @@ class PairDataset(keras.utils.PyDataset):
         self._offsets = self.time_stride * np.arange(1, (self.rollout_steps or 1) + 1, dtype=np.int64)
         self._order = self._rng.permutation(self.num_pairs) if self.shuffle else np.arange(self.num_pairs)
 
+    def _check_points(self):
+        if self.inputs is not None and self.positions is None:
+            raise ValueError("inputs at points need their positions: PairDataset(..., positions=...)")
+        if self.positions is None:
+            return
+        fields = self.trajectories if self.inputs is None else self.inputs
+        shape, pos = tuple(fields.shape), self.positions.shape
+        if (len(shape) != 4 or pos[:1] != shape[:1] or len(pos) != 3 or pos[1] != shape[2]
+                or shape[:2] != tuple(self.trajectories.shape[:2])):
+            raise ValueError(f"point fields of shape {shape} (trajectories, frames, points, channels) do not fit "
+                             f"positions of shape {pos} (trajectories, points, coordinates) and trajectories of shape "
+                             f"{tuple(self.trajectories.shape)}")
+
+    def model_inputs(self, traj, t0):
+        """The model's inputs at frames `t0` of trajectories `traj` (positions in the trajectory list): the frames,
+        or for a point cloud `{"fields", "positions"}` (and `"coords"` when the targets are at the points)."""
+        if self.positions is None:
+            return self.trajectories[traj, t0]
+        if self.inputs is None:
+            return {"fields": self.trajectories[traj, t0], "positions": self.positions[traj],
+                    "coords": self.positions[traj]}
+        return {"fields": self.inputs[traj, t0], "positions": self.positions[traj]}
+
+    def _batch_pairs(self, index):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range for {len(self)} batches")
+        sel = self.pairs[self._order[index * self.batch_size : (index + 1) * self.batch_size]]
+        return sel[:, 0], sel[:, 1]
+
+    def start_frames(self, index):
+        """`u_t` of batch `index` where its targets are (the inputs, unless those are other points): what the
+        identity baseline predicts."""
+        traj, t0 = self._batch_pairs(index)
+        return self.trajectories[traj, t0]
+
     @property
     def num_pairs(self):
         """Number of (input, target) pairs."""
@@ -113,13 +193,8 @@ class PairDataset(keras.utils.PyDataset):
         return math.ceil(self.num_pairs / self.batch_size)
 
     def __getitem__(self, index):
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        sel = self.pairs[self._order[index * self.batch_size : (index + 1) * self.batch_size]]
-        traj, t0 = sel[:, 0], sel[:, 1]
-        x = self.trajectories[traj, t0]
+        traj, t0 = self._batch_pairs(index)
+        x = self.model_inputs(traj, t0)
         if self.rollout_steps is None:
             y = self.trajectories[traj, t0 + self.time_stride]
         else:

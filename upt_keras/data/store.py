@@ -1,7 +1,7 @@
 """The lazy reader of trajectory files: ``open_trajectories`` and ``TrajectoryStore``.
 
-``open_trajectories`` recognises the layout of a file automatically (``tensor``, ``cfd``, ``data`` or ``groups``, see
-``upt_keras.data.layouts``) and returns a ``TrajectoryStore`` that keeps the file open and reads only the requested
+``open_trajectories`` recognises the layout of a file automatically (``tensor``, ``cfd``, ``data``, ``points`` or
+``groups``, see ``upt_keras.data.layouts``) and returns a ``TrajectoryStore`` that keeps the file open and reads only the requested
 samples and frames (h5py slicing); opening an 8 GB file costs the same as opening a small one. The store owns what is
 common to every layout (striding, sample and frame selection, reordering and repeating samples, coordinates, times,
 ``dt``, ``nu``, attributes); the layout class owns the keys, the shape checks and the reading of one block of samples.
@@ -27,7 +27,7 @@ from upt_keras.data import burgers as _burgers
 from upt_keras.data.errors import DataError
 from upt_keras.data.layouts import detect_layout
 
-__all__ = ["TrajectoryStore", "open_trajectories"]
+__all__ = ["PointSamples", "TrajectoryStore", "open_trajectories"]
 
 
 def _strided_len(n, step):
@@ -57,7 +57,7 @@ class TrajectoryStore:
 
     Attributes:
         path: the file.
-        layout: ``"tensor"``, ``"groups"``, ``"cfd"`` or ``"data"``.
+        layout: ``"tensor"``, ``"groups"``, ``"cfd"``, ``"data"`` or ``"points"``.
         num_samples: trajectories ``S``.
         num_frames: frames per trajectory after striding ``T``.
         grid_shape: spatial shape after striding.
@@ -69,6 +69,9 @@ class TrajectoryStore:
         nu: the file's ``Nu`` (or ``nu``) attribute, or ``None``. Files written here store the coefficient of ``u_xx``
             itself; original PDEBench Burgers files store ``pi`` times it (their equation uses ``Nu / pi``).
         attrs: all file attributes as a dict.
+        points: for a ``points`` file, its scattered points (``PointSamples``), else ``None``.
+        has_grid: whether ``read`` can read the samples on the full grid (``False`` for a ``points`` file without
+            its full-grid copy).
 
     Example:
         >>> with open_trajectories("burgers.h5", reduced_resolution=4) as store:
@@ -124,6 +127,8 @@ class TrajectoryStore:
             self.dt = None
         nu = self.attrs.get("Nu", self.attrs.get("nu"))
         self.nu = float(nu) if isinstance(nu, (int, float)) else None
+        self.has_grid = bool(info.has_grid)
+        self.points = None if info.num_points is None else PointSamples(self, int(info.num_points))
 
     # -- reading ---------------------------------------------------------------------------------------------------
 
@@ -164,7 +169,8 @@ class TrajectoryStore:
     def read(self, sample_indices, frame_slice=None):
         """Read trajectories as float32 ``(n, T, *grid, C)``, channels last, strided as configured.
 
-        Only the requested samples and frames are read from disk. Non-finite values raise ``DataError``.
+        Only the requested samples and frames are read from disk. Non-finite values raise ``DataError``. (A
+        ``points`` file is read here on its full-grid copy; its points are read through ``store.points``.)
 
         Args:
             sample_indices: int, sequence/array of ints (any order, repeats allowed) or a slice over samples.
@@ -178,19 +184,28 @@ class TrajectoryStore:
             >>> store.read([3, 0], frame_slice=slice(0, 2)).shape  # doctest: +SKIP
             (2, 2, 256, 1)
         """
+        idx, t_sel, n_t = self._selection(sample_indices, frame_slice)
+        space = (slice(None, None, self.reduced_resolution),) * len(self.grid_shape)
+        return self._read_samples(idx, (n_t,) + self.grid_shape + (self.num_channels,),
+                                  lambda samples, block: self._layout.read_block(samples, t_sel, space, block))
+
+    def _selection(self, sample_indices, frame_slice):
+        """(sample indices, raw frame slice, number of frames) of a request; the store must be open."""
         if self._file is None:
             raise DataError(f"{self.path}: store is closed")
-        idx = self._sample_indices(sample_indices)
-        t_sel, n_t = self._frame_slice(frame_slice)
-        out = np.empty((idx.size, n_t) + self.grid_shape + (self.num_channels,), dtype=np.float32)
-        if idx.size == 0 or n_t == 0:
+        return (self._sample_indices(sample_indices),) + self._frame_slice(frame_slice)
+
+    @staticmethod
+    def _read_samples(idx, shape, fill):
+        """float32 ``(len(idx),) + shape``: ``fill(samples, block)`` reads each sample once, in increasing order
+        (contiguous runs as single hyperslabs where the layout can); any order and repeats are served from memory."""
+        out = np.empty((idx.size,) + tuple(shape), dtype=np.float32)
+        if out.size == 0:
             return out
-        space = (slice(None, None, self.reduced_resolution),) * len(self.grid_shape)
         unique, inverse = np.unique(idx, return_inverse=True)
         in_order = unique.size == idx.size and np.array_equal(unique, idx)
         block = out if in_order else np.empty((unique.size,) + out.shape[1:], dtype=np.float32)
-        # The layout reads each sample once, in increasing order (contiguous runs as single hyperslabs where it can).
-        self._layout.read_block(unique, t_sel, space, block)
+        fill(unique, block)
         if not in_order:
             out[...] = block[inverse.reshape(-1)]
         return out
@@ -222,6 +237,45 @@ class TrajectoryStore:
             f"TrajectoryStore({self.path!r}, layout={self.layout!r}, samples={self.num_samples}, "
             f"frames={self.num_frames}, grid={self.grid_shape}, channels={self.num_channels}, dt={self.dt})"
         )
+
+
+class PointSamples:
+    """The scattered points of an open ``points`` file (``store.points``): fields ``(n, T, N, C)`` and positions.
+
+    It reads as a store whose "grid" is the ``N`` points (``grid_shape == (N,)``), so that everything that reads
+    ``(n, T, *grid, C)`` arrays from a store (splits, statistics, lazy views) reads the points through it. Frames are
+    strided by the store's ``reduced_resolution_t``; the points are not strided.
+
+    Attributes:
+        path, num_samples, num_frames, num_channels: the store's.
+        num_points: ``N``, the same for every sample.
+        grid_shape: ``(N,)``.
+        coord_dim: ``D``, the number of coordinates of a position.
+
+    Example:
+        >>> with open_trajectories("points.h5") as store:  # doctest: +SKIP
+        ...     u = store.points.read([0, 2])            # (2, T, N, C)
+        ...     x = store.points.positions([0, 2])       # (2, N, D), in [0, 1)
+    """
+
+    def __init__(self, store, num_points):
+        self.store, self.path = store, store.path
+        self.num_samples, self.num_frames, self.num_channels = store.num_samples, store.num_frames, store.num_channels
+        self.num_points = int(num_points)
+        self.grid_shape = (self.num_points,)
+        self.coord_dim = len(store.grid_shape)
+
+    def read(self, sample_indices, frame_slice=None):
+        """The fields at the points, float32 ``(n, T, N, C)``; arguments as for ``TrajectoryStore.read``."""
+        idx, t_sel, n_t = self.store._selection(sample_indices, frame_slice)
+        return self.store._read_samples(idx, (n_t, self.num_points, self.num_channels),
+                                        lambda samples, block: self.store._layout.read_points_block(samples, t_sel,
+                                                                                                    block))
+
+    def positions(self, sample_indices):
+        """The positions of the points, float32 ``(n, N, D)`` in ``[0, 1)``."""
+        idx = self.store._selection(sample_indices, None)[0]
+        return self.store._read_samples(idx, (self.num_points, self.coord_dim), self.store._layout.read_positions)
 
 
 def open_trajectories(path, reduced_resolution=1, reduced_resolution_t=1):

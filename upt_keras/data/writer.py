@@ -1,9 +1,12 @@
-"""Atomic writers for trajectory files in the PDEBench HDF5 layouts ``tensor`` and ``groups``.
+"""Atomic writers for trajectory files in the PDEBench HDF5 layouts ``tensor`` and ``groups``, and in ``points``.
 
 - ``tensor`` (PDEBench 1D, 1D scalar data only): dataset ``tensor`` ``(S, T, X)``, ``x-coordinate`` ``(X,)`` and
   ``t-coordinate`` with ``T + 1`` entries (PDEBench stores one more time than frames).
 - ``groups`` (PDEBench 2D, any grid, any number of channels): one group per sample (``0000``, ``0001``, ...) holding
   ``data`` ``(T, *grid, C)`` and ``grid/x`` (``grid/y``, ``grid/z``), ``grid/t``.
+- ``points`` (scattered points): one group per sample holding ``positions`` ``(N, D)``, a random subset of the grid
+  points drawn per sample (seeded), ``fields`` ``(T, N, C)`` there and, with ``keep_grid``, the full ``grid``
+  ``(T, *grid, C)``; root attribute ``grid_shape`` and top-level ``t-coordinate`` ``(T,)``.
 
 File attributes (e.g. ``Nu``) are written as given. Data goes to a temporary file in the destination folder
 (``_temp_path``) which is renamed to its final name (``os.replace``) only once every sample was written; any exception,
@@ -60,6 +63,9 @@ class PDEBenchWriter:
         coords: list of 1D coordinate arrays, one per spatial axis (default: uniform on ``[0, 1)``).
         times: ``(T,)`` frame times (default ``0, 1, ..., T-1``).
         attrs: file attributes, e.g. ``{"Nu": 0.01}``.
+        num_points: ``"points"`` only: the points ``N`` kept per sample (at most the grid's).
+        seed: ``"points"`` only: sample ``i``'s points are drawn by ``numpy.random.default_rng([seed, i])``.
+        keep_grid: ``"points"`` only: also store every sample on the full grid (for evaluation).
 
     Example:
         >>> u = np.zeros((4, 11, 64), np.float32)
@@ -79,9 +85,12 @@ class PDEBenchWriter:
         coords=None,
         times=None,
         attrs=None,
+        num_points=None,
+        seed=0,
+        keep_grid=True,
     ):
-        if layout not in ("tensor", "groups"):
-            raise ValueError(f"layout must be 'tensor' or 'groups', got {layout!r}")
+        if layout not in ("tensor", "groups", "points"):
+            raise ValueError(f"layout must be 'tensor', 'groups' or 'points', got {layout!r}")
         self.path = os.fspath(path)
         self.layout = layout
         self.num_samples = int(num_samples)
@@ -101,6 +110,13 @@ class PDEBenchWriter:
         if self.times.shape != (self.num_frames,):
             raise ValueError(f"times must have shape ({self.num_frames},), got {self.times.shape}")
         self.attrs = dict(attrs or {})
+        if layout == "points":
+            size = int(np.prod(self.grid_shape))
+            if num_points is None or not 1 <= int(num_points) <= size:
+                raise ValueError(f"layout 'points' needs num_points in [1, {size}] (the grid's points), got "
+                                 f"{num_points}")
+            self.attrs["grid_shape"] = list(self.grid_shape)
+        self.num_points, self.seed, self.keep_grid = num_points and int(num_points), int(seed), bool(keep_grid)
         self._written = np.zeros(self.num_samples, dtype=bool)
         self._tmp = _temp_path(self.path)
         self._file = None
@@ -121,6 +137,8 @@ class PDEBenchWriter:
                 step = self.times[-1] - self.times[-2] if self.num_frames > 1 else 1.0
                 t_extra = np.append(self.times, self.times[-1] + step) if self.num_frames else self.times
                 f.create_dataset("t-coordinate", data=t_extra.astype(np.float32))
+            elif self.layout == "points":
+                f.create_dataset("t-coordinate", data=self.times.astype(np.float32))
         except BaseException:
             self.abort()
             raise
@@ -154,6 +172,9 @@ class PDEBenchWriter:
             f = self._file
             if self.layout == "tensor":
                 f["tensor"][start:stop] = batch[..., 0]
+            elif self.layout == "points":
+                for j in range(batch.shape[0]):
+                    self._write_points(start + j, batch[j])
             else:
                 for j in range(batch.shape[0]):
                     name = f"{start + j:04d}"
@@ -169,6 +190,22 @@ class PDEBenchWriter:
         except BaseException:
             self.abort()
             raise
+
+    def _write_points(self, index, trajectory):
+        """Sample ``index`` (a ``(T, *grid, C)`` trajectory) as its own random subset of the grid points."""
+        name = f"{index:04d}"
+        if name in self._file:
+            del self._file[name]
+        rng = np.random.default_rng([self.seed, int(index)])
+        chosen = rng.permutation(int(np.prod(self.grid_shape)))[: self.num_points]  # a random subset, random order
+        flat = trajectory.reshape(self.num_frames, -1, self.num_channels)
+        group = self._file.create_group(name)
+        # grid point i of n at i / n per axis, as the model's coordinates
+        positions = np.stack(np.unravel_index(chosen, self.grid_shape), axis=-1) / np.asarray(self.grid_shape)
+        group.create_dataset("positions", data=positions.astype(np.float32))
+        group.create_dataset("fields", data=flat[:, chosen])
+        if self.keep_grid:
+            group.create_dataset("grid", data=trajectory)
 
     def close(self):
         """Finish: check that every sample was written, close and rename to the final path.

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from upt_keras._optional import MissingExtra, require
+from upt_keras.data.pipeline import batch_size_of, concat_batches, identity_frames, map_batch, pad_batch
 from upt_keras.evaluation import metrics as M
 from upt_keras.backend import inference_mode
 from upt_keras.run_files import write_json
@@ -48,22 +49,21 @@ STEP_HISTORY_FILE = "history_steps.csv"  # written by upt_keras.training.monitor
 
 
 def collect_pairs(dataset) -> tuple[np.ndarray, np.ndarray]:
-    """All (inputs, targets) of a dataset of batches, concatenated in dataset order, as float32 numpy arrays."""
+    """All (inputs, targets) of a dataset of batches, concatenated in dataset order, as float32 numpy arrays (the
+    inputs of a point cloud: a dict of them)."""
     xs, ys = [], []
     for i in range(len(dataset)):
         x, y = dataset[i]
-        xs.append(np.asarray(x, np.float32))
+        xs.append(x)
         ys.append(np.asarray(y, np.float32))
-    return np.concatenate(xs), np.concatenate(ys)
+    return concat_batches(xs), np.concatenate(ys)
 
 
 def predict(model, x, batch_size, verbose=0) -> np.ndarray:
     """model.predict on equal-sized batches (the last one padded), so compiled backends trace one shape only."""
-    n = x.shape[0]
+    n = batch_size_of(x)
     batch_size = max(1, min(int(batch_size), n))
-    pad = -n % batch_size
-    if pad:
-        x = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)])
+    x = pad_batch(x, n + (-n % batch_size))
     with inference_mode():
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=verbose), dtype=np.float32)[:n]
 
@@ -75,7 +75,8 @@ def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, p
         progress: show the progress (batches predicted: a bar on a terminal, one line in a log).
 
     Returns:
-        `{"model": all_metrics(pred, truth), "identity": all_metrics(u_t, truth), "num_pairs": n}`.
+        `{"model": all_metrics(pred, truth), "identity": all_metrics(u_t, truth), "num_pairs": n}` (`u_t` where the
+        targets are: on the full grid for a point cloud's inputs evaluated on the grid).
     """
     from upt_keras.progress import Progress
 
@@ -85,9 +86,9 @@ def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, p
     xs, ys, preds = [], [], []
     for i in range(len(dataset)):
         x, y = dataset[i]
-        xs.append(np.asarray(x, np.float32))
+        xs.append(identity_frames(dataset, i, x))
         ys.append(np.asarray(y, np.float32))
-        preds.append(predict(model, xs[-1], batch_size, verbose))
+        preds.append(predict(model, x, batch_size, verbose))
         bar.update(i + 1)
     bar.close()
     x, y, pred = np.concatenate(xs), np.concatenate(ys), np.concatenate(preds)
@@ -97,14 +98,15 @@ def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, p
 
 
 def rollout_arrays(dataset, starts: str = "initial"):
-    """Initial fields, target frames and (trajectory, start frame) of the rollouts of a rollout `PairDataset`.
+    """Initial inputs, target frames and (trajectory, start frame) of the rollouts of a rollout `PairDataset`.
 
     Args:
         dataset: a `PairDataset` built with `rollout_steps=K`.
         starts: `"initial"` (start frame 0 of every trajectory) or `"all"` (every start frame).
 
     Returns:
-        `(x0 (n, *grid, C), targets (n, K, *grid, C), pairs (n, 2))`.
+        `(x0 (n, *grid, C), targets (n, K, *grid, C), pairs (n, 2))`; `x0` is what the model takes (a point cloud's
+        dict, `PairDataset.model_inputs`).
     """
     if starts not in ("initial", "all"):
         raise ValueError(f"starts must be 'initial' or 'all', got {starts!r}")
@@ -117,9 +119,9 @@ def rollout_arrays(dataset, starts: str = "initial"):
         pairs = pairs[first]
     traj, t0 = pairs[:, 0], pairs[:, 1]
     offsets = dataset.time_stride * np.arange(1, k + 1)
-    x0 = dataset.trajectories[traj, t0]
+    x0 = dataset.model_inputs(traj, t0) if hasattr(dataset, "model_inputs") else dataset.trajectories[traj, t0]
     targets = dataset.trajectories[traj[:, None], t0[:, None] + offsets[None, :]]
-    return np.asarray(x0, np.float32), np.asarray(targets, np.float32), pairs
+    return map_batch(lambda a: np.asarray(a, np.float32), x0), np.asarray(targets, np.float32), pairs
 
 
 def curve_summary(pred, truth) -> dict:
@@ -159,30 +161,34 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
 
     Returns:
         `{"num_steps", "num_rollouts", "starts", "<mode>": curve_summary(...) + {"seconds"}, "identity": ...}`,
-        and with `return_predictions` a second value `{"x0", "targets", "pairs", "<mode>": predictions}`.
+        and with `return_predictions` a second value `{"x0", "targets", "pairs", "<mode>": predictions}` (`x0`: the
+        initial frames where the targets are).
     """
     for mode in modes:
         if mode not in ROLLOUT_MODES:
             raise ValueError(f"rollout mode must be one of {ROLLOUT_MODES}, got {mode!r}")
     x0, targets, pairs = rollout_arrays(dataset, starts)
+    u0 = np.asarray(dataset.trajectories[pairs[:, 0], pairs[:, 1]], np.float32)  # u_t where the targets are
     k = targets.shape[1]
     if num_steps is not None:
         if not 1 <= int(num_steps) <= k:
             raise ValueError(f"num_steps must be in [1, {k}], got {num_steps}")
         k = int(num_steps)
         targets = targets[:, :k]
-    out = {"num_steps": int(k), "num_rollouts": int(x0.shape[0]), "starts": starts}
-    preds = {"x0": x0, "targets": targets, "pairs": pairs}
+    n = batch_size_of(x0)
+    out = {"num_steps": int(k), "num_rollouts": n, "starts": starts}
+    preds = {"x0": u0, "targets": targets, "pairs": pairs}
     from upt_keras.progress import Progress
 
     for mode in modes:
         start = time.perf_counter()
-        bar = Progress(x0.shape[0], f"test, {mode} rollouts of {k} steps", "rollouts", enabled=progress)
+        bar = Progress(n, f"test, {mode} rollouts of {k} steps", "rollouts", enabled=progress)
         parts = []
         with inference_mode():
-            for i in range(0, x0.shape[0], batch_size):
-                parts.append(np.asarray(model.rollout(x0[i:i + batch_size], k, mode=mode), np.float32))
-                bar.update(min(i + batch_size, x0.shape[0]))
+            for i in range(0, n, batch_size):
+                batch = map_batch(lambda a: a[i:i + batch_size], x0)
+                parts.append(np.asarray(model.rollout(batch, k, mode=mode), np.float32))
+                bar.update(min(i + batch_size, n))
         bar.close()
         seconds = time.perf_counter() - start
         pred = np.concatenate(parts)
@@ -190,7 +196,7 @@ def rollout_metrics(model, dataset, modes=ROLLOUT_MODES, starts: str = "initial"
             raise ValueError(f"{mode} rollout has shape {pred.shape}, the targets {targets.shape}")
         out[mode] = {**curve_summary(pred, targets), "seconds": round(seconds, 3)}
         preds[mode] = pred
-    identity = np.repeat(x0[:, None], k, axis=1)
+    identity = np.repeat(u0[:, None], k, axis=1)
     out["identity"] = curve_summary(identity, targets)
     return (out, preds) if return_predictions else out
 
@@ -255,7 +261,9 @@ def write_plots(run_dir, rollout=None, predictions=None, data=None, history=None
             title=f"test nRMSE per rollout step ({rollout['num_rollouts']} rollouts)",
             dt=getattr(data, "dt", None) if getattr(data, "times", None) is not None else None,
         )
-    if predictions is not None:
+    grid = getattr(data, "grid_shape", None)
+    if predictions is not None and (grid is None or predictions["targets"].shape[2:-1] == tuple(grid)):
+        # (figures of fields on the grid: none of targets at scattered points)
         x0, targets, pairs = predictions["x0"], predictions["targets"], predictions["pairs"]
         k = targets.shape[1]
         truth = np.concatenate([x0[:1, None], targets[:1]], axis=1)[0, ..., 0]  # (K+1, *grid)

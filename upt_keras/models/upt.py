@@ -93,6 +93,10 @@ class UPT(keras.Model):
         """(fields, positions) of a model input: a field tensor, or `{"fields", "positions"}` (point clouds)."""
         return (inputs["fields"], inputs.get("positions")) if isinstance(inputs, dict) else (inputs, None)
 
+    def output_coords(self, inputs, coords=None):
+        """Where to predict: the `"coords"` of a dict input when it has them, else `coords` (None: the grid)."""
+        return inputs.get("coords", coords) if isinstance(inputs, dict) else coords
+
     def encode(self, fields, positions=None):
         """Physical fields -> latent tokens (B, T, latent_dim): (B, *grid, C), or (B, N, C) at `positions` (B, N, d).
         A point-cloud encoder given fields on the grid reads them at the grid points."""
@@ -166,7 +170,7 @@ class UPT(keras.Model):
         point: 12-47% more per step of the 1D default, measured.)
         """
         fields, positions = self.split_inputs(inputs)
-        coords = inputs.get("coords", coords) if isinstance(inputs, dict) else coords
+        coords = self.output_coords(inputs, coords)
         z = self.encode(fields, positions)
         z_next = self.step(z)
         return {"z": z, "z_next": z_next} if training else self.predict_from_latents(fields, z, z_next, coords)
@@ -174,7 +178,8 @@ class UPT(keras.Model):
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
         """`num_steps` steps from `inputs` (what `call` takes): a numpy array (B, K, *grid, C), or (B, K, Q, C) at
         `coords`. `mode="latent"`: encode once, step `num_steps` times, decode only the `decode_steps` (1-based,
-        default all); `"physical"`: decode the full grid and re-encode after every step."""
+        default all); `"physical"`: decode the full grid and re-encode after every step. A dict input's `"coords"`
+        (B, Q, d) are used as `coords`."""
         if mode not in ("latent", "physical"):
             raise ValueError(f"rollout mode must be 'latent' or 'physical', got {mode!r}")
         if int(num_steps) < 1:
@@ -183,6 +188,7 @@ class UPT(keras.Model):
         if not wanted or min(wanted) < 1 or max(wanted) > num_steps:
             raise ValueError(f"decode_steps must lie in [1, {num_steps}], got {sorted(wanted)}")
         fields, positions = self.split_inputs(inputs)
+        coords = self.output_coords(inputs, coords)
         frames = []
         with inference_mode():  # no autograd graph across the steps
             z = self.encode(ops.convert_to_tensor(fields, "float32"), positions)

@@ -93,19 +93,30 @@ class QuerySampler(keras.layers.Layer):
     def enabled(self):
         return self.num_queries is not None and self.num_queries < self.num_points
 
-    def sample(self):
-        """Returns int32 indices (Q,) into the flattened grid, or None when every point is used."""
+    def sample(self, num_points=None):
+        """Returns int32 indices (Q,) into the flattened grid, or None when every point is used. With `num_points`
+        (the N points of a point cloud's targets) Q of those N, uniformly (None when Q >= N)."""
+        if num_points is not None:
+            if self.num_queries is None or self.num_queries >= num_points:
+                return None
+            if self.strategy != "uniform":
+                raise ValueError(f"query sampling strategy {self.strategy!r} cuts the grid into blocks; the points "
+                                 "of a point cloud are sampled 'uniform'")
+            return self._uniform(num_points)
         if not self.enabled:
             return None
         if self.strategy == "uniform":
-            scores = keras.random.uniform((self.num_points,), seed=self.seed_generator)
-            return ops.cast(ops.top_k(scores, self.num_queries, sorted=False)[1], "int32")
+            return self._uniform(self.num_points)
         ndim = len(self.grid_shape)
         u = keras.random.uniform((self.num_queries, ndim), seed=self.seed_generator)
         sizes = ops.convert_to_tensor(self._sizes)
         offset = ops.minimum(ops.floor(u * sizes), sizes - 1.0)  # one point inside each block
         point = ops.cast(ops.convert_to_tensor(self._starts) + offset, "int32")  # (Q, ndim)
         return ops.sum(point * ops.convert_to_tensor(self._strides), axis=-1)
+
+    def _uniform(self, num_points):
+        scores = keras.random.uniform((num_points,), seed=self.seed_generator)
+        return ops.cast(ops.top_k(scores, self.num_queries, sorted=False)[1], "int32")
 
     # The seed generator's state is saved with the model, so that a resumed or reloaded model goes on drawing new
     # query sets instead of repeating the ones it drew from its first step on.

@@ -6,7 +6,9 @@ them: `UPT(..., objective=UPTObjective(...))`.
 
 Training pairs are `(u_t, u_{t+1})`. `u_t` is what the encoder takes: fields on the grid (B, *grid, C), or
 `{"fields": (B, N, C), "positions": (B, N, d)}` for a point-cloud encoder. Targets are on the model's output grid:
-(B, *grid, C), or (B, K, *grid, C) for the multi-step terms (`target_steps` frames).
+(B, *grid, C), or (B, K, *grid, C) for the multi-step terms (`target_steps` frames); or, when the inputs also hold
+`"coords"` (B, M, d), at those points: (B, M, C) or (B, K, M, C) (scattered data: the queries are Q of the M points,
+and every term that encodes a target frame encodes it at those points).
 
 A training step reads the model's latent step (`UPT.call(training=True)`: `z_t = encode(u_t)`, `z_{t+1} =
 step(z_t)`) and draws Q query points (`TrainingPass`); then each term is one function of that pass, weighted and
@@ -65,6 +67,7 @@ class TrainingPass(NamedTuple):
     coords: object  # (Q, d) the sampled points
     correction: object  # a residual model's u_t - decode(z_t) at the points (else 0.0)
     prediction: object  # (B, Q, C) u_t+1 at the points: decode(z_next) + correction
+    where: object = None  # (B, M, d) the points the targets are at, or None: on the grid
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -194,7 +197,8 @@ class UPTObjective(keras.layers.Layer):
     def training_pass(self, model, x, y, latents):
         """The pass every term reads, from the model's training output `latents` = `{"z", "z_next"}`."""
         fields, positions = model.split_inputs(x)
-        first, later = self.split_targets(model, y)
+        where = self.target_points(x)
+        first, later = self.split_targets(model, y, points=where is not None)
         z, z_next = latents["z"], latents["z_next"]
         if self.latent_noise > 0:
             # Noise on the approximator's input, relative to the latent's RMS: the approximator learns to step
@@ -202,14 +206,31 @@ class UPTObjective(keras.layers.Layer):
             rms = ops.sqrt(ops.mean(ops.square(ops.stop_gradient(ops.cast(z, "float32")))))
             noise = keras.random.normal(ops.shape(z), seed=self.noise_seed, dtype="float32") * rms * self.latent_noise
             z_next = model.step(z + ops.cast(noise, z.dtype))
-        idx = self.query_sampler.sample()  # (Q,) grid indices, or None = every point
-        coords = ops.convert_to_tensor(model.grid_coords)
-        coords = coords if idx is None else ops.take(coords, idx, axis=0)
+        if where is None:
+            idx = self.query_sampler.sample()  # (Q,) grid indices, or None = every point
+            coords = ops.convert_to_tensor(model.grid_coords)
+            coords = coords if idx is None else ops.take(coords, idx, axis=0)
+        else:  # Q of the M target points, the same indices for the batch (their positions differ per sample)
+            num = where.shape[1] if where.shape[1] is not None else ops.shape(where)[1]
+            idx = self.query_sampler.sample(num_points=num)
+            coords = where if idx is None else ops.take(where, idx, axis=1)
         correction = 0.0
         if model.residual:  # on the grid points: u_t is read there, not interpolated
             correction = model.start_correction(fields, z, None if idx is None else coords, idx=idx, flat=True)
         prediction = model.decode(z_next, coords, gradients=True) + correction  # the forward term's, decoded once
-        return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction, prediction)
+        return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction, prediction, where)
+
+    @staticmethod
+    def target_points(x):
+        """The points the targets are at, `x["coords"]` (B, M, d) of a point cloud's inputs, or None: the grid."""
+        if isinstance(x, dict) and x.get("coords") is not None:
+            return ops.cast(x["coords"], "float32")
+        return None
+
+    @staticmethod
+    def encode_frame(model, frame, where=None):
+        """`encode` of a target frame: on the grid, or at the points `where` (B, M, d)."""
+        return model.encode_grid(frame) if where is None else model.encode(frame, where)
 
     # ------------------------------------------------------------------------------------------------ the terms
     def error(self, model, pred, target):
@@ -219,14 +240,16 @@ class UPTObjective(keras.layers.Layer):
             return field_relative_l2(pred, target)
         return field_mse(pred, target, model.field_stats()[1])
 
-    def at_points(self, model, frame, idx):
-        """A grid frame (B, *grid, C) as (B, Q, C) at the flat grid indices `idx` (None: every point)."""
-        flat = ops.reshape(frame, (ops.shape(frame)[0], model.num_points, model.num_fields))
-        return flat if idx is None else ops.take(flat, idx, axis=1)
+    def at_points(self, model, frame, idx, flat=False):
+        """A grid frame (B, *grid, C) as (B, Q, C) at the flat grid indices `idx` (None: every point); `flat`: the
+        frame is already (B, M, C) at points (indices into those)."""
+        if not flat:
+            frame = ops.reshape(frame, (ops.shape(frame)[0], model.num_points, model.num_fields))
+        return frame if idx is None else ops.take(frame, idx, axis=1)
 
     def forward_term(self, model, p):
         """The one-step error at the sampled points."""
-        return self.error(model, p.prediction, self.at_points(model, p.targets[0], p.idx))
+        return self.error(model, p.prediction, self.at_points(model, p.targets[0], p.idx, p.where is not None))
 
     def rollout_term(self, model, p):
         """The mean error of latent steps 2..K at the sampled points (`rollout_loss_steps` K)."""
@@ -234,7 +257,7 @@ class UPTObjective(keras.layers.Layer):
         for target in p.targets[1: self.rollout_loss_steps]:
             z = model.step(z)
             pred = model.decode(z, p.coords, gradients=True) + p.correction
-            errors.append(self.error(model, pred, self.at_points(model, target, p.idx)))
+            errors.append(self.error(model, pred, self.at_points(model, target, p.idx, p.where is not None)))
         return ops.mean(ops.stack(errors))
 
     def inverse_encoding(self, model, p):
@@ -248,19 +271,22 @@ class UPTObjective(keras.layers.Layer):
     def inverse_decoding(self, model, p):
         if self.inverse_decoding_points == "queries":  # decode and re-encode the Q sampled points only
             pred = model.decode(p.z_next, p.coords, gradients=True)
-            where = ops.broadcast_to(ops.cast(p.coords, "float32")[None], ops.shape(pred)[:2] + (len(model.grid_shape),))
+            where = ops.cast(p.coords, "float32")
+            if len(where.shape) == 2:  # grid points, the same for the batch
+                where = ops.broadcast_to(where[None], ops.shape(pred)[:2] + (len(model.grid_shape),))
             return latent_mse(model.encode(pred, where), ops.stop_gradient(p.z_next))
-        # the full grid: when every point is a query, the forward term's prediction (in grid order) is it
-        pred = p.prediction if p.idx is None else model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)
+        # the full grid: when every grid point is a query, the forward term's prediction (in grid order) is it
+        on_grid = p.idx is None and p.where is None
+        pred = p.prediction if on_grid else model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)
         return latent_mse(model.encode_grid(pred), ops.stop_gradient(p.z_next))
 
     def consistency_step(self, model, p):
         # under "step" the approximator alone: it steps the constant sg(z_t) once more (see `consistency`)
         first = (model.step(ops.stop_gradient(ops.cast(p.z, "float32")))
                  if self.latent_consistency_norm == "step" else p.z_next)
-        return self.consistency(model, p.z, first, p.targets[0], p.targets[1:])
+        return self.consistency(model, p.z, first, p.targets[0], p.targets[1:], p.where)
 
-    def consistency(self, model, z, z_next, target, later=()):
+    def consistency(self, model, z, z_next, target, later=(), where=None):
         """Latent consistency: mean over q = 1..M of ||step^q(z_t) - sg(z*_t+q)||^2 / a constant norm.
 
         `z*_t+q = encode(u_t+q)`. The approximator's output is pulled onto the encoding of the true next frame(s),
@@ -275,12 +301,13 @@ class UPTObjective(keras.layers.Layer):
         In training, under "latent" `z_next` is the forward pass's `step(z_t)`, so the gradient reaches the
         approximator and, through `z_t`, the encoder; under "step" it is `step(sg(z_t))` and the term trains the
         approximator only (sharing the forward pass there diverged on both benchmark sets,
-        benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values.
+        benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values. Target frames at
+        points are encoded at `where` (B, M, d).
         """
         z_start = ops.stop_gradient(ops.cast(z, "float32"))
 
         def one(zq, frame):
-            z_target = ops.stop_gradient(ops.cast(model.encode_grid(frame), "float32"))
+            z_target = ops.stop_gradient(ops.cast(self.encode_frame(model, frame, where), "float32"))
             err = ops.mean(ops.square(ops.cast(zq, "float32") - z_target))
             reference = z_target if self.latent_consistency_norm == "latent" else z_target - z_start
             return err / (ops.mean(ops.square(reference)) + 1e-12)
@@ -295,25 +322,27 @@ class UPTObjective(keras.layers.Layer):
     def evaluation_loss(self, model, x, y, y_pred):
         """The one-step MSE on the full grid (the loss); every other term reported beside it."""
         std = model.field_stats()[1]
-        first, later = self.split_targets(model, y)
+        where = self.target_points(x)
+        first, later = self.split_targets(model, y, points=where is not None)
         forward = field_mse(y_pred, first, std)
         self.trackers["forward"].update_state(forward)
         if len(self.trackers) > 1:
             fields, positions = model.split_inputs(x)
             z = model.encode(fields, positions)  # the terms below share one encoding and one latent step
-            p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None,
-                             ops.convert_to_tensor(model.grid_coords), 0.0, y_pred)
+            coords = ops.convert_to_tensor(model.grid_coords) if where is None else where
+            p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None, coords, 0.0, y_pred, where)
             if model.residual:
                 p = p._replace(correction=model.start_correction(fields, z, flat=True))
             if self.rollout_loss_steps > 1 and later:
                 self.trackers["rollout"].update_state(self.rollout_term(model, p))
             if self.use_inverse_losses:
                 self.trackers["inv_enc"].update_state(self.inverse_encoding(model, p))
-                self.trackers["inv_dec"].update_state(latent_mse(model.encode_grid(p.prediction), p.z_next))
+                self.trackers["inv_dec"].update_state(latent_mse(self.encode_frame(model, p.prediction, where),
+                                                                 p.z_next))
                 self.trackers["lambda_inv_enc"].update_state(self.inv_enc_weight)
                 self.trackers["lambda_inv_dec"].update_state(self.inv_dec_weight)
             if self.lambda_latent_consistency > 0:
-                self.trackers["consistency"].update_state(self.consistency(model, z, p.z_next, first, later))
+                self.trackers["consistency"].update_state(self.consistency(model, z, p.z_next, first, later, where))
         return scale_loss_for_replicas(forward)
 
     def inverse_losses(self, model, inputs):
@@ -332,9 +361,10 @@ class UPTObjective(keras.layers.Layer):
         return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),
                 "inv_dec_loss": float(ops.convert_to_numpy(inv_dec))}
 
-    def split_targets(self, model, y):
-        """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C)."""
-        grid_rank = len(model.grid_shape)
+    def split_targets(self, model, y, points=False):
+        """(first-step target, [targets of steps 2..K]) from one-step (B, *grid, C) or K-step (B, K, *grid, C);
+        with `points`, from (B, M, C) or (B, K, M, C)."""
+        grid_rank = 1 if points else len(model.grid_shape)
         # TensorShape.rank is None after a TensorFlow retrace on a new target shape.
         rank = y.shape.rank if hasattr(y.shape, "rank") else len(y.shape)
         if rank is None:
@@ -347,11 +377,12 @@ class UPTObjective(keras.layers.Layer):
         if rank == grid_rank + 2:
             return y, []
         if rank != grid_rank + 3 or y.shape[1] != self.target_steps:
+            space = "M points" if points else f"*{model.grid_shape}"
             raise ValueError(
-                f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, *{model.grid_shape}, "
+                f"targets of shape {tuple(y.shape)} do not fit the model: expected (B, {space}, "
                 f"{model.num_fields}) or, with rollout_loss_steps={self.rollout_loss_steps} and "
                 f"latent_consistency_steps={self.latent_consistency_steps}, "
-                f"(B, {self.target_steps}, *{model.grid_shape}, {model.num_fields})"
+                f"(B, {self.target_steps}, {space}, {model.num_fields})"
             )
         return y[:, 0], [y[:, k] for k in range(1, self.target_steps)]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from upt_keras.config import Config, ConfigError, validate_for_grid
 
-__all__ = ["PreparedData", "prepare_data", "read_split"]
+__all__ = ["PreparedData", "check_encoder_fits", "prepare_data", "read_split"]
 
 #: Bytes read per block when a split is read into memory (`read_split`).
 READ_BLOCK_BYTES = 64 * 2**20
@@ -122,6 +122,30 @@ class LazyTrajectories:
         return out
 
 
+def _split_array(store, indices, label, in_memory, progress):
+    """The trajectories `indices` of `store` served to `PairDataset`: read into memory, or a lazy view."""
+    if in_memory:
+        return _Loaded(read_split(store, indices, label, progress))
+    return _Loaded(LazyTrajectories(store, indices))
+
+
+def check_encoder_fits(cfg: Config, store) -> None:
+    """A `ConfigError` naming `model.encoder` when the model cannot read the file: a point-cloud encoder needs a file
+    of scattered points (layout `points`), a grid encoder a file on a grid."""
+    layout = getattr(store, "layout", None)
+    if cfg.model.encoder == "points" and getattr(store, "points", None) is None:
+        raise ConfigError(
+            f"model.encoder=points (model.preset={cfg.model.preset}) reads scattered points, but {store.path} is "
+            f"a grid file (layout '{layout}'): write one with `upt-keras generate-data --points-fraction ...` "
+            "(the 'points' layout, docs/data.md) or set model.encoder=grid"
+        )
+    if cfg.model.encoder != "points" and getattr(store, "points", None) is not None:
+        raise ConfigError(
+            f"{store.path} holds scattered points (layout 'points'), which model.encoder={cfg.model.encoder} cannot "
+            "read: set model.encoder=points (e.g. model.preset=points64)"
+        )
+
+
 def read_split(store, indices, label: str, progress: bool = True) -> np.ndarray:
     """The trajectories `indices` of `store` as one float32 array, read in blocks of about 64 MB with progress
     (trajectories read / total and MB/s: a bar on a terminal, one line in a log)."""
@@ -170,8 +194,10 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         raise ValueError(f"unknown splits {sorted(unknown)}; choose from train, val, test, rollout")
     store = _open_store(cfg, progress)
     with (store if d.in_memory else contextlib.nullcontext(store)):
+        points = getattr(store, "points", None)
+        check_encoder_fits(cfg, store)
         grid_shape = tuple(int(n) for n in store.grid_shape)
-        validate_for_grid(cfg, grid_shape)
+        validate_for_grid(cfg, grid_shape, num_points=None if points is None else points.num_points)
         frames = int(store.num_frames)
         if frames < d.time_stride + 1:
             raise ConfigError(
@@ -207,34 +233,38 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 f"data.rollout_steps={d.rollout_steps} with data.time_stride={d.time_stride} needs trajectories "
                 f"of at least {needed} frames, {store.path} has {frames}"
             )
-        arrays = {}
-        if not d.in_memory:  # every batch is read from the file: the store stays open for the run
-            lazy = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
-                    "test": "test" in splits or "rollout" in splits}
-            arrays = {name: _Loaded(LazyTrajectories(store, split[name])) for name, on in lazy.items() if on}
+        source = store if points is None else points  # what the training pairs are read from
         wanted = {"train": "train" in splits, "val": "val" in splits and split["val"].size > 0,
                   "test": "test" in splits or "rollout" in splits}
-        for name in ("train", "val", "test"):
-            if wanted[name] and name not in arrays:
-                arrays[name] = _Loaded(read_split(store, split[name], f"{name} split", progress))
+        arrays = {name: _split_array(source, split[name], f"{name} split", d.in_memory, progress)
+                  for name, on in wanted.items() if on}
         if "train" not in splits:
             stats = None
         elif d.in_memory:
             stats = compute_normalization(arrays["train"].array)
         else:
-            stats = compute_normalization(store, split["train"])
+            stats = compute_normalization(source, split["train"])
+        # a point cloud: inputs at each sample's points, targets there too, or on the full grid for the test
+        positions = {name: points.positions(split[name]) for name in arrays} if points is not None else {}
+        tests = dict(source=arrays.get("test"), positions=positions.get("test"))
+        if points is not None and store.has_grid and "test" in arrays:
+            grid = _split_array(store, split["test"], "test split (full grid)", d.in_memory, progress)
+            arrays["test_grid"] = grid
+            tests = dict(source=grid, positions=positions["test"], inputs=arrays["test"])
         train = None
         if "train" in splits:
-            train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, **common, **k_step)
+            train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, positions=positions.get("train"),
+                                **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
             # validation compares one-step predictions unless the objective's other terms are asked for
             val_k = k_step if t.validation_terms == "all" else {}
-            val = PairDataset(arrays["val"], None, shuffle=False, **common, **val_k)
-        test = PairDataset(arrays["test"], None, shuffle=False, **common) if "test" in splits else None
+            val = PairDataset(arrays["val"], None, shuffle=False, positions=positions.get("val"), **common, **val_k)
+        test = PairDataset(sample_indices=None, shuffle=False, **tests, **common) if "test" in splits else None
         rollout = None
         if "rollout" in splits:
-            rollout = PairDataset(arrays["test"], None, shuffle=False, rollout_steps=d.rollout_steps, **common)
+            rollout = PairDataset(sample_indices=None, shuffle=False, rollout_steps=d.rollout_steps, **tests,
+                                  **common)
         dt = float(store.dt) * d.time_stride if store.dt else float(d.time_stride)
         coords = [np.asarray(c) for c in store.coords] if getattr(store, "coords", None) is not None else None
         times = None if store.times is None else np.asarray(store.times)
@@ -243,7 +273,8 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
                 "split_sizes": {name: int(v.size) for name, v in split.items()}, "split_sizes_before_caps": full,
                 "memory_bytes": int(sum(a.array.nbytes for a in arrays.values())), "in_memory": bool(d.in_memory),
                 "file_bytes": int(sum(np.prod(a.array.shape) * 4 for a in arrays.values())),
-                "channel_names": getattr(store, "channel_names", None)}
+                "channel_names": getattr(store, "channel_names", None),
+                "num_points": None if points is None else points.num_points}
         return PreparedData(
             train=train, val=val, test=test, rollout=rollout, grid_shape=grid_shape,
             num_channels=int(store.num_channels), dt=dt, stats=stats,

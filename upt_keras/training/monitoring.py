@@ -141,6 +141,7 @@ class Validation(keras.callbacks.Callback):
     def run(self, label="validation") -> dict | None:
         """Validate now; returns the results (None when an interruption stopped it)."""
         from upt_keras.backend import inference_mode
+        from upt_keras.data.pipeline import batch_size_of, identity_frames, pad_batch
         from upt_keras.evaluation import metrics as M
         from upt_keras.progress import Progress
 
@@ -154,11 +155,11 @@ class Validation(keras.callbacks.Callback):
                 bar.close(f"(stopped by {self.state.interrupted})")
                 return None
             x, y = self.dataset[i]
-            x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
-            if y.ndim == x.ndim + 1:  # K-step targets: the next frame is compared
+            start, y = identity_frames(self.dataset, i, x), np.asarray(y, np.float32)
+            if y.ndim == start.ndim + 1:  # K-step targets: the next frame is compared
                 y = y[:, 0]
-            n = x.shape[0]
-            xb = np.concatenate([x, np.repeat(x[-1:], batch_size - n, axis=0)]) if n < batch_size else x
+            n = batch_size_of(x)
+            xb = pad_batch(x, batch_size)
             with inference_mode():
                 pred = np.asarray(keras.ops.convert_to_numpy(self.model.predict_on_batch(xb)), np.float32)[:n]
             if pred.shape != y.shape:
@@ -168,7 +169,7 @@ class Validation(keras.callbacks.Callback):
             pairs_channels = n * y.shape[-1]
             nrmse_sum += M.nrmse(pred, y) * pairs_channels
             if self._identity is None:
-                id_sum += M.nrmse(x, y) * pairs_channels
+                id_sum += M.nrmse(start, y) * pairs_channels
             count += pairs_channels
             bar.update(i + 1)
         if self._identity is None:

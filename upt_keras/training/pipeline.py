@@ -239,7 +239,9 @@ def _seconds_per_pair(model, data) -> float:
             start = time.perf_counter()
             keras.ops.convert_to_numpy(model.predict_on_batch(x))
             times.append(time.perf_counter() - start)
-    return statistics.median(times) / max(int(x.shape[0]), 1)
+    from upt_keras.data.pipeline import batch_size_of
+
+    return statistics.median(times) / max(batch_size_of(x), 1)
 
 
 def _evaluation_estimate(data, seconds_per_pair: float) -> float:
@@ -250,7 +252,7 @@ def _evaluation_estimate(data, seconds_per_pair: float) -> float:
     if data.rollout is not None:
         from upt_keras.evaluation import rollout_arrays
 
-        rollouts = rollout_arrays(data.rollout, "initial")[0].shape[0]
+        rollouts = rollout_arrays(data.rollout, "initial")[2].shape[0]  # its (trajectory, start) pairs
         work += 1.2 * rollouts * data.rollout.rollout_steps
     return seconds_per_pair * work + 2.0  # + the figures
 

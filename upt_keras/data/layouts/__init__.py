@@ -7,10 +7,12 @@ Layouts read (``store.layout`` reports the name):
 - ``cfd`` (``CfdLayout``): top-level arrays ``Vx``, ``Vy``, ``Vz``, ``density``, ``pressure`` ``(S, T, *grid)``,
   stacked as channels in that order (only those present), with ``x-coordinate`` (...) and ``t-coordinate``.
 - ``data`` (``ArrayLayout``): a converted single array ``data`` ``(S, T, *grid, C)``; coordinates optional.
+- ``points`` (``PointsLayout``): scattered points, one group per sample holding ``positions`` ``(N, D)`` and
+  ``fields`` ``(T, N, C)`` (optionally ``grid`` ``(T, *grid, C)``), root attribute ``grid_shape``.
 - ``groups`` (``GroupsLayout``): PDEBench 2D, one group per sample (``0000``, ``0001``, ...) holding ``data``
   ``(T, *grid, C)`` and optionally ``grid/x``, ``grid/y``, ``grid/t``.
 
-``detect_layout`` tries the classes of ``LAYOUTS`` in order (``tensor``, ``cfd``, ``data``, ``groups``) and returns
+``detect_layout`` tries the classes of ``LAYOUTS`` in order (``tensor``, ``cfd``, ``data``, ``points``, ``groups``) and returns
 the first whose ``matches`` accepts the file's top-level keys. The protocol a layout class implements is written down
 in ``upt_keras.data.layouts.base``. To add a layout: subclass ``Layout`` (or ``ChannelArraysLayout``) in a new module
 of this package, implement ``name``, ``matches``, ``inspect`` and ``read_block``, and insert the class into
@@ -30,6 +32,7 @@ from upt_keras.data.layouts.array import ArrayLayout
 from upt_keras.data.layouts.base import AXIS_NAMES, ChannelArraysLayout, Layout, LayoutInfo
 from upt_keras.data.layouts.cfd import CFD_KEYS, CfdLayout
 from upt_keras.data.layouts.groups import GroupsLayout
+from upt_keras.data.layouts.points import PointsLayout
 from upt_keras.data.layouts.tensor import TensorLayout
 
 __all__ = [
@@ -42,11 +45,12 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "LayoutInfo",
+    "PointsLayout",
     "TensorLayout",
     "detect_layout",
 ]
 
-LAYOUTS = (TensorLayout, CfdLayout, ArrayLayout, GroupsLayout)
+LAYOUTS = (TensorLayout, CfdLayout, ArrayLayout, PointsLayout, GroupsLayout)
 """Layout classes in detection order: the first whose ``matches`` accepts a file reads it."""
 
 
@@ -76,5 +80,5 @@ def detect_layout(file, path):
     raise file_error(
         path,
         f"unknown layout: top-level keys {sorted(keys)[:10]}; expected 'tensor', 'data', CFD arrays "
-        f"{list(CFD_KEYS)} or per-sample groups holding 'data'"
+        f"{list(CFD_KEYS)} or per-sample groups holding 'data' (or 'positions' and 'fields')"
     )

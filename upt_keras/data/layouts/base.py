@@ -11,7 +11,8 @@ file, then talks to that one only:
 - ``inspect()``: validates the keys and shapes it needs (raising ``DataError`` through ``self.error``) and returns a
   ``LayoutInfo``: raw ``num_samples``, ``num_frames`` and ``grid_shape`` (before any striding), ``num_channels``,
   ``channel_names`` (or ``None``), the coordinate key of every spatial axis and of time, and whether those coordinates
-  are required. Called once, before any ``read_block``; it may keep ``h5py.Dataset`` handles, never their data.
+  are required (the ``points`` layout also reports ``num_points`` and ``has_grid``). Called once, before any
+  ``read_block``; it may keep ``h5py.Dataset`` handles, never their data.
 - ``read_block(samples, t_slice, space, out)``: fills ``out`` (float32 ``(len(samples), T, *grid, C)``) with the
   given samples (sorted, unique ints), frames ``t_slice`` (a slice over raw frames) and points ``space`` (one slice per
   spatial axis), reading only that hyperslab from disk; every array read goes through ``self.checked`` so that a
@@ -60,6 +61,8 @@ class LayoutInfo(NamedTuple):
     coord_keys: tuple
     time_key: str
     coords_required: bool
+    num_points: Optional[int] = None  # scattered points per sample (the ``points`` layout), else None
+    has_grid: bool = True  # whether ``read_block`` can read the samples on the full grid
 
 
 def contiguous_runs(samples):
