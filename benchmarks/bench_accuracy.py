@@ -34,11 +34,10 @@ import time
 
 import numpy as np
 
+import harness
 from make_sets import SETS as PDE_SETS
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-DEFAULT_CONFIG = os.path.join(ROOT, "configs", "train_burgers1d.yaml")
+DEFAULT_CONFIG = os.path.join(harness.ROOT, "configs", "train_burgers1d.yaml")
 
 DATASETS = {
     "b1d": None,  # the built-in default set
@@ -166,12 +165,6 @@ def dataset_overrides(name, data_dir):
         os.makedirs(data_dir, exist_ok=True)
         generate_burgers_dataset(path, progress=False, **DATASETS[name])
     return ["data.source=hdf5", f"data.path={path}", "data.max_train_samples=null"]
-
-
-def pin_to_core(core):
-    """One thread on one core for this process (call before the frameworks start their thread pools)."""
-    if core is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(core)})
 
 
 def _channels(metrics, prefix):
@@ -309,14 +302,11 @@ def run_fno(args, overrides):
 
 
 def worker(args):
-    pin_to_core(args.core)
+    harness.pin_to_core(args.core)
     with open(args.overrides_file) as f:
         overrides = json.load(f)
     result = run_upt(args, overrides) if args.worker == "upt" else run_fno(args, overrides)
-    tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, args.out)
+    harness.write_json(args.out, result)
     return 0
 
 
@@ -328,14 +318,11 @@ def launch(kind, core, budget, overrides, run_root, config, backend):
     out = os.path.join(run_root, f"{kind}.json")
     if os.path.exists(out):
         os.remove(out)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
-               TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1", KERAS_BACKEND=backend if kind == "upt"
-               else "torch", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-               TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--core", str(core), "--budget", str(budget),
-           "--overrides-file", ov_file, "--out", out, "--run-root", run_root, "--config", config]
+    env = harness.child_env(backend if kind == "upt" else "torch", one_thread=True, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = ["--worker", kind, "--core", core, "--budget", budget, "--overrides-file", ov_file, "--out", out,
+           "--run-root", run_root, "--config", config]
     log = open(os.path.join(run_root, f"{kind}.log"), "w")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), out, kind, run_root
+    return harness.start_script(__file__, cmd, env, stdout=log, stderr=subprocess.STDOUT), out, kind, run_root
 
 
 def _collect(procs, label):
@@ -350,15 +337,11 @@ def _collect(procs, label):
     return results
 
 
-def _cores():
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0, 1]
-
-
 def run_pair(args, dataset, budget, variant):
     """UPT (first core) and FNO (last core), started together."""
     data_over = dataset_overrides(dataset, args.data_dir)
     run_root = os.path.join(args.run_root, f"{dataset}_{variant}_{int(budget)}s")
-    cores = _cores()
+    cores = harness.cores()
     procs = [launch("upt", cores[0], budget, data_over + VARIANTS[variant], run_root, args.config, args.backend),
              launch("fno", cores[-1], budget, data_over, run_root, args.config, args.backend)]
     return _collect(procs, f"{dataset} / {variant} / {budget:g} s")
@@ -367,7 +350,7 @@ def run_pair(args, dataset, budget, variant):
 def run_variants(args, dataset, budget, variants):
     """UPT variants only, one per core, as many at once as there are cores."""
     data_over = dataset_overrides(dataset, args.data_dir)
-    cores, results = _cores(), {}
+    cores, results = harness.cores(), {}
     for i in range(0, len(variants), len(cores)):
         batch = variants[i:i + len(cores)]
         procs = []
@@ -475,9 +458,7 @@ def write_report(payloads, md_path):
                 f"| {u['identity_one_step']:.4f} | {lat['nrmse_mean']:.3f} / {lat['nrmse_last']:.3f} "
                 f"| {phy['nrmse_mean']:.3f} / {phy['nrmse_last']:.3f} | {lat['nrmse_mean'] / phy['nrmse_mean']:.2f}x |")
         lines.append("")
-    with open(md_path + ".tmp", "w") as f:
-        f.write("\n".join(lines))
-    os.replace(md_path + ".tmp", md_path)
+    harness.write_text(md_path, "\n".join(lines))
 
 
 def main():
@@ -545,9 +526,7 @@ def main():
         meta = {"date": str(datetime.date.today()), "machine": f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} cores", "keras": keras.__version__, "backend": args.backend,
                 "command": _command_line(sys.argv[1:], args.backend)}
-        with open(args.out + ".tmp", "w") as f:
-            json.dump({"meta": meta, "results": all_results}, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)
+        harness.write_json(args.out, {"meta": meta, "results": all_results})
         if args.report:
             write_report([{"meta": meta, "results": all_results}], args.report)
     return 0

@@ -3,7 +3,8 @@
 2D 64x64 grid, 1 field, batch 10, patch 4 -> 256 patch tokens -> 128 latent
 tokens x 128; approximator width 256, depth 8, 8 heads, MLP ratio 4; decoder
 width 256, 3 blocks, 4 heads, MLP 256; Fourier frequencies 1, 2, 4, 8; Adam
-lr 1e-4; float32 (or mixed_float16 on a GPU with `--mixed`).
+lr 1e-4; float32 (or mixed_float16 on a GPU with `--mixed`). The model, data and step are those of
+`workload_b64.py`.
 
 Every (backend, row) pair runs in a fresh Python process, so the peak memory of
 a row is its own (CPU: peak RSS of that process, libraries included; GPU: the
@@ -32,55 +33,24 @@ Examples:
     python benchmarks/bench_b64.py --backends torch,reference --rows fwd4096,inv4096 --steps 3
     python benchmarks/bench_b64.py --backends torch,reference --flops --steps 1 --warmup 1
     python benchmarks/bench_b64.py --lockstep torch:fwd4096+reference:fwd4096,torch:inv4096+torch:fwd4096
-    python benchmarks/bench_b64.py --device gpu --mixed --out benchmarks/results_b64_gpu_mixed.md
+    python benchmarks/bench_b64.py --device gpu --mixed --out benchmarks/results/results_b64_gpu_mixed.md
     python benchmarks/bench_b64.py --json raw.json ...; python benchmarks/bench_b64.py --render raw.json
 """
 
 import argparse
-import datetime
-import importlib.metadata
 import json
-import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
+import harness
+from workload_b64 import ROWS, count_flops, setup, time_steps
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load_presets():
-    """upt_keras/models/presets.py alone (no Keras import: the plain-torch rows must not carry Keras in their memory)."""
-    import importlib.util
-
-    path = os.path.join(HERE, "..", "upt_keras", "models", "presets.py")
-    spec = importlib.util.spec_from_file_location("upt_keras_presets", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-B64_SIZES = _load_presets().preset("b64")  # the sizes of workload B64: the "b64" preset
-B64_GRID = tuple(B64_SIZES.pop("grid_shape"))
-BATCH_SIZE = 10
-LEARNING_RATE = 1e-4
-SEED = 0
-NUM_POINTS = B64_GRID[0] * B64_GRID[1]
-
-ROWS = {
-    "fwd4096": dict(label="forward only", num_queries=4096, use_inverse_losses=False, inverse_loss_frequency=1),
-    "fwd2048": dict(label="forward only", num_queries=2048, use_inverse_losses=False, inverse_loss_frequency=1),
-    "inv4096": dict(label="+ inverse, freq 1", num_queries=4096, use_inverse_losses=True, inverse_loss_frequency=1),
-    "inv2048": dict(label="+ inverse, freq 1", num_queries=2048, use_inverse_losses=True, inverse_loss_frequency=1),
-    "freq2": dict(label="+ inverse, freq 2", num_queries=4096, use_inverse_losses=True, inverse_loss_frequency=2),
-}
 BACKENDS = ("torch", "tensorflow", "jax", "reference")
 KERAS_BACKENDS = ("torch", "tensorflow", "jax")
+
 TARGETS = {  # the issue's targets, compared against same-run ratios
     "torch_vs_ref": 1.0,
     "best_vs_ref": 0.7,
@@ -90,229 +60,32 @@ TARGETS = {  # the issue's targets, compared against same-run ratios
 
 
 # --------------------------------------------------------------------------- child
-def model_kwargs(row):
-    spec = ROWS[row]
-    return dict(
-        use_inverse_losses=spec["use_inverse_losses"],
-        lambda_inv_enc=0.01,
-        lambda_inv_dec=0.01,
-        inverse_loss_frequency=spec["inverse_loss_frequency"],
-        num_queries=spec["num_queries"],
-        seed=SEED,
-    )
-
-
-def _data():
-    rng = np.random.default_rng(SEED)
-    shape = (BATCH_SIZE,) + B64_GRID + (B64_SIZES["num_fields"],)
-    u_t = rng.standard_normal(shape).astype("float32")
-    return u_t, np.roll(u_t, 1, axis=1)
-
-
-def _rss_mib():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _time_steps(step, total):
-    """Runs `step()` `total` times; returns (seconds per step, inverse-on flag per step)."""
-    times, flags = [], []
-    for _ in range(total):
-        start = time.perf_counter()
-        on = step()
-        times.append(time.perf_counter() - start)
-        flags.append(bool(on))
-    return times, flags
-
-
-def _count_flops(step, num):
-    """[(GFLOP, inverse on)] of `num` more steps, from the torch profiler (torch backend and plain torch).
-
-    The profiler counts matrix-multiply and convolution FLOPs: a measure of the
-    work a step does that, unlike its time, does not depend on the machine's load.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    counts = []
-    getattr(step, "before_flops", lambda: None)()
-    for _ in range(num):
-        with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
-            on = step()
-        counts.append((sum(e.flops for e in prof.key_averages()) / 1e9, bool(on)))
-    return counts
-
-
-def _setup_keras(args, row):
-    """Builds and compiles the Keras model; returns (step function, info function)."""
-    backend = os.environ["KERAS_BACKEND"]
-    if backend == "tensorflow" and args.device == "gpu":
-        import tensorflow as tf
-
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    import keras
-
-    sys.path.insert(0, os.path.dirname(HERE))
-    from upt_keras import UPT, UPTObjective
-
-    if args.mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    _check_gpu_visible(backend, args.device)
-    u_t, u_next = _data()
-    keras.utils.set_random_seed(SEED)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES, objective=UPTObjective(**model_kwargs(row)))
-    # One real encode, so that every weight exists before counting and compiling
-    # whatever the layers create at build time.
-    model.encode(u_t[:1])
-    params = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE), jit_compile=args.jit_compile)
-    rss_build = _rss_mib()
-    spec = ROWS[row]
-
-    def step():
-        counter = int(keras.ops.convert_to_numpy(model.objective.train_step_counter))
-        on = spec["use_inverse_losses"] and counter % spec["inverse_loss_frequency"] == 0
-        model.train_on_batch(u_t, u_next)  # returns numpy logs: the step has finished
-        return on
-
-    def skip_symbolic_build():
-        # `train_on_batch` re-runs Keras's symbolic build whenever a layer is
-        # still unbuilt. On torch it runs on the "meta" device: nothing is
-        # computed, but the profiler would count its FLOPs, so it is skipped
-        # while counting. Its time stays in the timed steps.
-        for layer in model._flatten_layers():
-            layer.built = True
-
-    step.before_flops = skip_symbolic_build
-    def info():
-        threads = {"torch": _torch_threads, "tensorflow": _tf_threads, "jax": _jax_threads}[backend]()
-        return dict(params=params, rss_build=rss_build, threads=threads,
-                    gpu_peak=_gpu_peak(backend) if args.device == "gpu" else None,
-                    jit_compile=str(model.jit_compile), policy=keras.mixed_precision.global_policy().name)
-
-    return step, info
-
-
-def _setup_reference(args, row):
-    """Builds the plain-torch twin; returns (step function, info function)."""
-    import torch
-
-    sys.path.insert(0, HERE)
-    import torch_reference as ref
-
-    _check_gpu_visible("torch", args.device)
-    device = torch.device("cuda" if args.device == "gpu" else "cpu")
-    u_t, u_next = (torch.from_numpy(a).to(device) for a in _data())
-    torch.manual_seed(SEED)
-    model = ref.ReferenceUPT(B64_GRID, **B64_SIZES, **model_kwargs(row)).to(device)
-    optimizer = ref.make_optimizer(model, LEARNING_RATE)
-    scaler = torch.amp.GradScaler("cuda") if args.mixed else None
-    autocast_dtype = torch.float16 if args.mixed else None
-    rss_build = _rss_mib()
-
-    def step():
-        on, _ = model.train_step(u_t, u_next, optimizer, scaler=scaler, autocast_dtype=autocast_dtype)
-        return on  # train_step returns the loss as a float: the step has finished
-
-    def info():
-        return dict(params=ref.count_params(model), rss_build=rss_build, threads=_torch_threads(),
-                    gpu_peak=_gpu_peak("torch") if args.device == "gpu" else None,
-                    jit_compile="eager", policy="autocast float16" if args.mixed else "float32")
-
-    return step, info
-
-
-def _torch_threads():
-    import torch
-
-    return f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
-
-
-def _tf_threads():
-    import tensorflow as tf
-
-    intra = tf.config.threading.get_intra_op_parallelism_threads()
-    inter = tf.config.threading.get_inter_op_parallelism_threads()
-    return f"TF intra-op {intra or 'default'}, inter-op {inter or 'default'}"
-
-
-def _jax_threads():
-    return f"XLA CPU default (XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or 'unset'})"
-
-
-def _check_gpu_visible(backend, device):
-    if device != "gpu":
-        return
-    if backend == "torch":
-        import torch
-
-        ok = torch.cuda.is_available()
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        ok = bool(tf.config.list_physical_devices("GPU"))
-    else:
-        import jax
-
-        ok = any(d.platform == "gpu" for d in jax.devices())
-    if not ok:
-        raise SystemExit(f"--device gpu: no GPU visible to {backend}")
-
-
-def _gpu_peak(backend):
-    """Peak device memory allocated by the backend, MiB."""
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    import jax
-
-    return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
-
-
 def child(args):
     row, backend = args.rows[0], args.backends[0]
-    setup = _setup_reference if backend == "reference" else _setup_keras
-    step, info = setup(args, row)
+    step, info = setup(backend, row, args.device, args.mixed, args.jit_compile)
     if args.lockstep:  # the parent says when to step, one "step" line at a time
         print("READY", flush=True)
         times, flags = [], []
         for line in sys.stdin:
             if line.strip() != "step":
                 break
-            t, f = _time_steps(step, 1)
+            t, f = time_steps(step, 1)
             times += t
             flags += f
             print(f"STEP {t[0]!r} {int(f[0])}", flush=True)
     else:
-        times, flags = _time_steps(step, args.warmup + args.steps)
-    flops = _count_flops(step, args.flops_steps) if args.flops_steps else None
+        times, flags = time_steps(step, args.warmup + args.steps)
+    flops = count_flops(step, args.flops_steps) if args.flops_steps else None
     result = info()
     result.update(backend=backend, row=row, warmup=args.warmup, steps=args.steps, times=times, flags=flags,
-                  peak_rss=_peak_rss_mib(), flops=flops)
-    print("RESULT " + json.dumps(result), flush=True)
+                  peak_rss=harness.peak_rss_mib(), flops=flops)
+    harness.emit(result)
 
 
 # --------------------------------------------------------------------------- parent
 def _child_env(backend, device):
-    env = dict(os.environ)
-    env["KERAS_BACKEND"] = "torch" if backend == "reference" else backend
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        env["JAX_PLATFORMS"] = "cpu"
-    else:
+    env = harness.child_env("torch" if backend == "reference" else backend, cpu_only=device == "cpu")
+    if device == "gpu":
         env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # report use, not the preallocated pool
     return env
 
@@ -325,32 +98,24 @@ def _steps_for(row, args):
     return warmup, steps
 
 
-def _child_cmd(backend, row, warmup, steps, args, lockstep=False):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backends", backend, "--rows", row,
-           "--steps", str(steps), "--warmup", str(warmup), "--device", args.device,
-           "--jit-compile", str(args.jit_compile)]
+def _child_args(backend, row, warmup, steps, args, lockstep=False):
+    cmd = ["--child", "--backends", backend, "--rows", row, "--steps", steps, "--warmup", warmup,
+           "--device", args.device, "--jit-compile", args.jit_compile]
     if args.flops and backend in ("torch", "reference"):
         cmd += ["--flops-steps", "2" if ROWS[row]["inverse_loss_frequency"] == 2 else "1"]
     return cmd + (["--mixed"] if args.mixed else []) + (["--lockstep-child"] if lockstep else [])
 
 
-def _error(proc_stderr, returncode):
-    tail = (proc_stderr.strip().splitlines() or ["no output"])[-1]
-    return f"exit {returncode}: {tail}"
-
-
 def run_row(backend, row, args):
     warmup, steps = _steps_for(row, args)
     start = time.perf_counter()
-    proc = subprocess.run(_child_cmd(backend, row, warmup, steps, args), env=_child_env(backend, args.device),
-                          capture_output=True, text=True, timeout=args.timeout)
-    wall = time.perf_counter() - start
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
-            result["wall"] = wall
-            return result
-    return dict(backend=backend, row=row, error=_error(proc.stderr, proc.returncode), wall=wall)
+    try:
+        result = harness.run_script(__file__, _child_args(backend, row, warmup, steps, args),
+                                    env=_child_env(backend, args.device), timeout=args.timeout)
+    except harness.ChildError as err:
+        result = dict(backend=backend, row=row, error=str(err))
+    result["wall"] = time.perf_counter() - start
+    return result
 
 
 def _read_tagged(proc, tag):
@@ -376,26 +141,26 @@ def run_lockstep(jobs, args):
         for backend, row in jobs:
             log = tempfile.TemporaryFile("w+")
             logs.append(log)
-            procs.append(subprocess.Popen(_child_cmd(backend, row, warmup, steps, args, lockstep=True),
-                                          env=_child_env(backend, args.device), stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=log, text=True))
+            procs.append(harness.start_script(__file__, _child_args(backend, row, warmup, steps, args, lockstep=True),
+                                              env=_child_env(backend, args.device), stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=log))
         for proc, log in zip(procs, logs):  # model built: the import and build time is not timed
             if _read_tagged(proc, "READY") is None:
-                raise RuntimeError(_error(_log_text(log), proc.wait()))
+                raise RuntimeError(harness.error_text(_log_text(log), proc.wait()))
         for i in range(warmup + steps):
             order = range(len(procs)) if i % 2 == 0 else reversed(range(len(procs)))
             for k in order:
                 procs[k].stdin.write("step\n")
                 procs[k].stdin.flush()
                 if _read_tagged(procs[k], "STEP ") is None:
-                    raise RuntimeError(_error(_log_text(logs[k]), procs[k].wait()))
+                    raise RuntimeError(harness.error_text(_log_text(logs[k]), procs[k].wait()))
         results = []
         for (backend, row), proc, log in zip(jobs, procs, logs):
             proc.stdin.write("done\n")
             proc.stdin.close()
-            line = _read_tagged(proc, "RESULT ")
+            line = _read_tagged(proc, harness.RESULT_TAG)
             if line is None:
-                raise RuntimeError(_error(_log_text(log), proc.wait()))
+                raise RuntimeError(harness.error_text(_log_text(log), proc.wait()))
             proc.wait()
             result = json.loads(line)
             result["wall"] = float("nan")
@@ -432,31 +197,6 @@ def summarise(result):
     return result
 
 
-def _version(name):
-    for dist in (name, f"{name}-cpu", f"{name}_cpu"):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "not installed"
-
-
-def machine_info():
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return dict(cpu=cpu, cores=os.cpu_count(), ram_gib=ram, python=platform.python_version(),
-                date=datetime.date.today().isoformat(),
-                versions={n: _version(n) for n in ("keras", "torch", "tensorflow", "jax", "jaxlib", "numpy")})
-
-
 def _fmt(value, spec=".2f"):
     return "n/a" if value is None else format(value, spec)
 
@@ -488,10 +228,7 @@ def _header(results, args, info, elapsed, command):
         "",
         f"Generated {info.get('date', '')} by `{command}` ({elapsed / 60:.1f} min wall).",
         "",
-        f"- Machine: {info['cpu']}, {info['cores']} logical cores, {info['ram_gib']:.0f} GiB RAM; "
-        f"device: {args.device}{' (mixed_float16)' if args.mixed else ' (float32)'}.",
-        "- Versions: Python " + info["python"] + ", "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        f"- {harness.machine_line(info)} Device: {args.device}{' (mixed_float16)' if args.mixed else ' (float32)'}.",
         "- Workload B64: 2D 64x64 grid (N = 4096), 1 field, batch 10, patch 4 -> 256 patch tokens -> 128 latent "
         "tokens x 128 (encoder width 128, 1 block, perceiver pooling); approximator width 256, depth 8, 8 heads, "
         "MLP ratio 4, qk-norm, adaLN; decoder width 256, 3 cross-attention blocks, 4 heads, MLP 256; Fourier "
@@ -684,7 +421,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--mixed", action="store_true", help="mixed_float16 (GPU only)")
     parser.add_argument("--jit-compile", default="auto", help="passed to Keras compile(jit_compile=...)")
-    parser.add_argument("--out", default=os.path.join(HERE, "results_b64.md"), help="markdown report path")
+    parser.add_argument("--out", default=harness.results_path("results_b64.md"), help="markdown report path")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per row process")
     parser.add_argument("--lockstep", default="",
                         help="instead of the rows, run groups of jobs stepped in turn, e.g. "
@@ -724,26 +461,24 @@ def main(argv=None):
         child(args)
         return
     command = "python benchmarks/bench_b64.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    info = machine_info()
+    info = harness.machine_info()
     start = time.perf_counter()
     results, groups = [], []
 
     def save():  # after every row, so a long run leaves partial results
         elapsed = time.perf_counter() - start
-        with open(args.out, "w") as f:
-            f.write(write_report(results, args, info, elapsed, command, groups))
+        harness.write_text(args.out, write_report(results, args, info, elapsed, command, groups))
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump(dict(command=command, info=info, elapsed=elapsed, warmup=args.warmup, steps=args.steps,
-                               device=args.device, mixed=args.mixed, results=results, groups=groups), f, indent=1)
+            harness.write_json(args.json, dict(command=command, info=info, elapsed=elapsed, warmup=args.warmup,
+                                               steps=args.steps, device=args.device, mixed=args.mixed,
+                                               results=results, groups=groups))
 
     if args.render:
         with open(args.render) as f:
             saved = json.load(f)
         args.warmup, args.steps, args.device, args.mixed = (saved[k] for k in ("warmup", "steps", "device", "mixed"))
-        with open(args.out, "w") as f:
-            f.write(write_report(saved["results"], args, saved["info"], saved["elapsed"], saved["command"],
-                                 saved["groups"]))
+        harness.write_text(args.out, write_report(saved["results"], args, saved["info"], saved["elapsed"],
+                                                  saved["command"], saved["groups"]))
         print(f"wrote {args.out}")
         return
 

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    python benchmarks/bench_data.py            # writes benchmarks/results_data.md
+    python benchmarks/bench_data.py            # writes benchmarks/results/results_data.md
     python benchmarks/bench_data.py --quick    # fewer repeats, prints only
 
 (a) Solver: 1D Burgers, N=1024, nu=0.01, t in [0, 1], frames every 0.01, GRF initial conditions with peak |u| = 1,
@@ -14,15 +14,14 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import tempfile
 import time
 
 import numpy as np
 
+import harness
 from upt_keras.data import (
     PairDataset,
     ensure_default_burgers,
@@ -33,7 +32,7 @@ from upt_keras.data import (
     stable_time_step,
 )
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results_data.md")
+RESULTS = harness.results_path("results_data.md")
 
 
 def bench_solver(batch_sizes, repeats):
@@ -78,12 +77,10 @@ def bench_pairs(repeats):
 
 def write_results(solver_rows, pairs):
     generation, construction, num_pairs, num_batches, rate = pairs
-    processor = platform.processor() or platform.machine()
     lines = [
         "# Data package benchmarks",
         "",
-        f"- Date: {datetime.date.today().isoformat()}",
-        f"- Machine: 2-core CPU, 24 GB ({processor}); Python {platform.python_version()}, numpy {np.__version__}",
+        f"- {harness.machine_line(harness.machine_info(('numpy', 'h5py')))}",
         "- Command: `python benchmarks/bench_data.py`",
         f"- 1-minute load average when finished: {os.getloadavg()[0]:.2f} (the cores may be shared; expect noise)",
         "",
@@ -92,11 +89,10 @@ def write_results(solver_rows, pairs):
         f"ETDRK4 with 2/3 dealiasing, internal step {stable_time_step(1.0, 0.01, 1024):.4f} (automatic, peak |u| = 1), "
         "float64, single process. Median of repeats.",
         "",
-        "| batch | seconds per batch | trajectories / s | ms per trajectory |",
-        "|---:|---:|---:|---:|",
     ]
-    for batch, t, tps in solver_rows:
-        lines.append(f"| {batch} | {t:.3f} | {tps:.1f} | {1000 * t / batch:.1f} |")
+    lines += harness.markdown_table(
+        ["batch", "seconds per batch", "trajectories / s", "ms per trajectory"],
+        [[batch, f"{t:.3f}", f"{tps:.1f}", f"{1000 * t / batch:.1f}"] for batch, t, tps in solver_rows], align="rrrr")
     lines += [
         "",
         "## (b) Default 1D Burgers set and PairDataset",
@@ -109,8 +105,7 @@ def write_results(solver_rows, pairs):
         f"| batches per second (shuffled, full pass of `__getitem__`) | {rate:.0f} |",
         "",
     ]
-    with open(RESULTS, "w") as f:
-        f.write("\n".join(lines))
+    harness.write_text(RESULTS, "\n".join(lines))
     print(f"wrote {RESULTS}")
 
 

@@ -17,7 +17,7 @@ exactly one chunk of points), flat in the number of points. The
 chunk's activations then stay alive until the concatenation.
 
 Examples:
-    python benchmarks/bench_decode.py --out benchmarks/results_decode.md
+    python benchmarks/bench_decode.py --out benchmarks/results/results_decode.md
     python benchmarks/bench_decode.py --backends torch --points 100000 1000000
 """
 
@@ -25,77 +25,42 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
-from bench_b64 import _rss_mib, machine_info
+import harness
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 GRID = (256,)
 BATCH = 2
 DEFAULT_POINTS = (100_000, 1_000_000, 10_000_000)
 DEFAULT_BACKENDS = ("torch", "tensorflow", "jax", "torch+grad")
 
 
-class PeakSampler:
-    """Samples the resident memory in a thread; `peak` is the largest value seen between start and stop."""
-
-    def __init__(self, interval=0.002):
-        self.interval, self.peak, self._stop = interval, 0.0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_mib())
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self.peak = _rss_mib()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_mib())
-
-
-def child(args):
-    backend, _, grad = args.backend.partition("+")
-    os.environ["KERAS_BACKEND"] = backend
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(1)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+def child(backend_name, points, chunk, repeats):
+    """Decodes `points` query points `repeats` times on `backend_name` (`torch+grad`: with gradients)."""
+    backend, _, grad = backend_name.partition("+")  # KERAS_BACKEND is `backend` (set by `run_row`)
+    harness.limit_threads(backend)
     import keras
 
     from upt_keras import UPT
 
-    model = UPT.from_preset("tiny", grid_shape=GRID, decode_chunk_size=args.chunk)
+    model = UPT.from_preset("tiny", grid_shape=GRID, decode_chunk_size=chunk)
     rng = np.random.default_rng(0)
     fields = rng.standard_normal((BATCH,) + GRID + (1,)).astype("float32")
     z = model.encode(fields)
     gradients = grad == "grad"
-    points = args.points[0]
 
     def decode(coords):
         return keras.ops.convert_to_numpy(model.decode(z, coords, gradients=gradients))
 
-    decode(rng.random((args.chunk, 1), dtype="float32"))  # warm-up: kernels, allocator pools
+    decode(rng.random((chunk, 1), dtype="float32"))  # warm-up: kernels, allocator pools
     coords = rng.random((points, 1), dtype="float32")
     times = []
-    for i in range(args.repeats):
-        before = _rss_mib()
-        with PeakSampler() as sampler:
+    for i in range(repeats):
+        before = harness.rss_mib()
+        with harness.PeakSampler() as sampler:
             start = time.perf_counter()
             out = decode(coords)
             times.append(time.perf_counter() - start)
@@ -104,30 +69,24 @@ def child(args):
         assert out.shape == (BATCH, points, 1), out.shape
         del out
     io_mib = (coords.nbytes + BATCH * points * 4) / 2**20
-    print("RESULT " + json.dumps(dict(backend=args.backend, points=points, chunk=args.chunk,
-                                      growth_mib=growth, io_mib=io_mib, seconds=statistics.median(times),
-                                      repeats=len(times))))
+    return dict(backend=backend_name, points=points, chunk=chunk, growth_mib=growth, io_mib=io_mib,
+                seconds=statistics.median(times), repeats=len(times))
 
 
 def run_row(backend, points, args):
     repeats = 1 if points >= 5_000_000 else args.repeats
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "--backend", backend, "--points", str(points),
-           "--chunk", str(args.chunk), "--repeats", str(repeats)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1", XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return dict(backend=backend, points=points, chunk=args.chunk, error=" | ".join(tail))
+    env = harness.child_env(backend.partition("+")[0], one_thread=True, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        return harness.run_function(child, backend, points, args.chunk, repeats, env=env)
+    except harness.ChildError as err:
+        return dict(backend=backend, points=points, chunk=args.chunk, error=str(err))
 
 
 def render(results, info, command):
     lines = [
         "# Decoding at many points: peak memory and throughput",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, one compute thread per process; Python {info['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + f"; {info['date']}.",
+        harness.machine_line(info) + " One compute thread per process.",
         "",
         f"Command: `{command}`",
         "",
@@ -139,17 +98,18 @@ def render(results, info, command):
         "float32 result, which any decoder must hold. *beyond in/out* = growth - in/out: what the decoding itself "
         "keeps alive. Points/s: median over the repeats (one call at 1e7 points).",
         "",
-        "| backend | points | growth (MiB) | in/out (MiB) | beyond in/out (MiB) | seconds | points/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['backend']} | {r['points']:,} | failed: {r['error']} | | | | |")
+            rows.append([r["backend"], f"{r['points']:,}", f"failed: {r['error']}", "", "", "", ""])
             continue
-        lines.append(
-            f"| {r['backend']} | {r['points']:,} | {r['growth_mib']:.0f} | {r['io_mib']:.0f} | "
-            f"{r['growth_mib'] - r['io_mib']:.0f} | {r['seconds']:.2f} | {r['points'] / r['seconds']:,.0f} |"
-        )
+        rows.append([r["backend"], f"{r['points']:,}", f"{r['growth_mib']:.0f}", f"{r['io_mib']:.0f}",
+                     f"{r['growth_mib'] - r['io_mib']:.0f}", f"{r['seconds']:.2f}",
+                     f"{r['points'] / r['seconds']:,.0f}"])
+    lines += harness.markdown_table(
+        ["backend", "points", "growth (MiB)", "in/out (MiB)", "beyond in/out (MiB)", "seconds", "points/s"],
+        rows, align=["l"] + ["r"] * 6)
     lines.append("")
     return "\n".join(lines)
 
@@ -162,11 +122,7 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=65536)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help="write the markdown table here (and the raw numbers next to it as .json)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return child(args)
     results = []
     for backend in args.backends:
         # one chunk first: the working set the other rows are compared with
@@ -179,13 +135,12 @@ def main(argv=None):
             results.append(result)
     command = "python benchmarks/bench_decode.py " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(results, machine_info(), command.strip())
+    info = harness.machine_info()
+    text = render(results, info, command.strip())
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump(dict(machine=machine_info(), results=results), f, indent=1)
+        harness.write_text(args.out, text)
+        harness.write_json(os.path.splitext(args.out)[0] + ".json", dict(machine=info, results=results))
     return 0
 
 

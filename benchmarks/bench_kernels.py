@@ -12,7 +12,7 @@ forward and backward (`value_and_grad` / `GradientTape` / `autograd`):
   written out with two einsums and a float32 softmax (`explicit attention`, `upt_keras.layers.attention`);
 - `layer norm 40960x256` and `gelu 40960x256`: the elementwise work around them.
 
-    python benchmarks/bench_kernels.py --out benchmarks/results_kernels.md
+    python benchmarks/bench_kernels.py --out benchmarks/results/results_kernels.md
     XLA_FLAGS=... python benchmarks/bench_kernels.py --backends jax   # try XLA options on the JAX row
 
 Medians of `--repeats` timed calls after 3 warm-up calls; GFLOP/s counts the multiply-adds of the forward and
@@ -20,15 +20,13 @@ backward matrix products (2 x 3 x m x k x n for a dense layer, 2 x 2 x 2 x B x h
 """
 
 import argparse
-import datetime
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
+
+import harness
 
 BACKENDS = ("torch", "tensorflow", "jax")
 B, Q, T, HEADS, HEAD_DIM, WIDTH = 10, 4096, 128, 4, 64, 256
@@ -76,7 +74,7 @@ def _loss_fns(ops):
 
 
 def child(repeats):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """{kernel: {"ms": median ms, "gflops": GFLOP/s or None}} on the backend of `KERAS_BACKEND`."""
     import keras
     from keras import ops
 
@@ -128,7 +126,7 @@ def child(repeats):
             times.append(time.perf_counter() - start)
         ms = float(np.median(times)) * 1e3
         results[name] = {"ms": ms, "gflops": flops / ms / 1e6 if flops else None}
-    print("RESULT " + json.dumps(results), flush=True)
+    return results
 
 
 def main(argv=None):
@@ -136,45 +134,35 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=None, help="markdown report (default: print only)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child(args.repeats)
-        return 0
     results = {}
     for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
-                   TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--repeats", str(args.repeats)],
-                              env=env, capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SystemExit(f"{backend}: exit {proc.returncode}: {tail}")
-        results[backend] = json.loads(line[len("RESULT "):])
+        env = harness.child_env(backend, cpu_only=True, TF_CPP_MIN_LOG_LEVEL="3")
+        try:
+            results[backend] = harness.run_function(child, args.repeats, env=env)
+        except harness.ChildError as err:
+            raise SystemExit(f"{backend}: {err}") from None
     names = list(next(iter(results.values())))
     flags = os.environ.get("XLA_FLAGS")
-    lines = ["# Kernels of the B64 step, timed alone per backend (forward + backward)", "",
-             f"Generated {datetime.date.today()} by `{'XLA_FLAGS=' + repr(flags) + ' ' if flags else ''}python "
-             f"benchmarks/bench_kernels.py --backends {' '.join(args.backends)} --repeats {args.repeats}`.",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared); library default threads. Median ms "
-             f"of {args.repeats} calls after 3 warm-up calls (GFLOP/s of the matrix products in brackets).", "",
-             "| kernel | " + " | ".join(args.backends) + " |" +
-             ("".join(f" {b} / torch |" for b in args.backends if b != "torch") if "torch" in args.backends else ""),
-             "|---|" + "---|" * len(args.backends) +
-             ("---|" * (len(args.backends) - 1) if "torch" in args.backends else "")]
+    info = harness.machine_info()
+    others = [b for b in args.backends if b != "torch"] if "torch" in args.backends else []
+    rows = []
     for name in names:
         cells = []
         for b in args.backends:
             r = results[b][name]
             cells.append(f"{r['ms']:.1f}" + (f" ({r['gflops']:.0f})" if r["gflops"] else ""))
-        ratios = ([f"{results[b][name]['ms'] / results['torch'][name]['ms']:.2f}" for b in args.backends
-                   if b != "torch"] if "torch" in args.backends else [])
-        lines.append(f"| {name} | " + " | ".join(cells + ratios) + " |")
+        ratios = [f"{results[b][name]['ms'] / results['torch'][name]['ms']:.2f}" for b in others]
+        rows.append([name] + cells + ratios)
+    lines = ["# Kernels of the B64 step, timed alone per backend (forward + backward)", "",
+             f"Generated {info['date']} by `{'XLA_FLAGS=' + repr(flags) + ' ' if flags else ''}python "
+             f"benchmarks/bench_kernels.py --backends {' '.join(args.backends)} --repeats {args.repeats}`.",
+             f"{harness.machine_line(info)} The cores may be shared; library default threads. Median ms "
+             f"of {args.repeats} calls after 3 warm-up calls (GFLOP/s of the matrix products in brackets).", ""]
+    lines += harness.markdown_table(["kernel"] + args.backends + [f"{b} / torch" for b in others], rows)
     text = "\n".join(lines) + "\n"
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        harness.write_text(args.out, text)
     print(text)
     return 0
 

@@ -23,23 +23,20 @@ scattered input, the same model given all 4096 points as its point cloud,
 the grid model, and the identity (u_t on the full grid, which has every
 point).
 
-    KERAS_BACKEND=torch python benchmarks/bench_points.py --budget 240 --out benchmarks/results_points.md
+    KERAS_BACKEND=torch python benchmarks/bench_points.py --budget 240 --out benchmarks/results/results_points.md
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import harness
+
 GRID = (64, 64)
 NU, DT, FRAMES = 0.01, 0.01, 11
 
@@ -71,30 +68,27 @@ def scatter(u, num_points, seed):
     return np.take_along_axis(flat, idx[..., None], axis=1), coords[idx]
 
 
-def worker(args):
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {args.core})
-    import torch
-
-    torch.set_num_threads(1)
+def worker(name, budget, num_points, data_path):
+    """Trains run `name` for `budget` seconds on one thread; returns its numbers (see `render`)."""
+    harness.limit_threads(os.environ["KERAS_BACKEND"])
     import keras
 
     from upt_keras import UPT, UPTObjective
     from upt_keras.evaluation.metrics import nrmse
 
     keras.utils.set_random_seed(0)
-    data = np.load(args.data)
+    data = np.load(data_path)
     x_tr, y_tr = pairs(data["train"])
     x_te, y_te = pairs(data["test"])
     mean, std = [float(x_tr.mean())], [float(x_tr.std())]
     settings = dict(seed=0, lambda_latent_consistency=1.0, num_queries=1024)
-    if args.worker.startswith("points_inv_"):
+    if name.startswith("points_inv_"):
         settings.update(use_inverse_losses=True, lambda_inv_enc=0.1, lambda_inv_dec=0.1,
-                        inverse_decoding_points=args.worker[len("points_inv_"):])
+                        inverse_decoding_points=name[len("points_inv_"):])
     common = dict(dt=DT, field_mean=mean, field_std=std, objective=UPTObjective(**settings))
-    if args.worker.startswith("points"):
+    if name.startswith("points"):
         model = UPT.from_preset("points64", **common)
-        fields, positions = scatter(x_tr, args.points, seed=1)
+        fields, positions = scatter(x_tr, num_points, seed=1)
         train_x = {"fields": fields, "positions": positions}
     else:
         model = UPT.from_preset("points64", encoder="grid", patch_size=4, pooling="average", **common)
@@ -103,18 +97,18 @@ def worker(args):
 
     class Budget(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if time.perf_counter() - start > args.budget:
+            if time.perf_counter() - start > budget:
                 self.model.stop_training = True
 
     start = time.perf_counter()
     history = model.fit(train_x, y_tr, batch_size=16, epochs=1000, callbacks=[Budget()], verbose=0)
     seconds = time.perf_counter() - start
-    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_rss_mib = harness.peak_rss_mib()
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    out = dict(worker=args.worker, steps=steps, seconds=seconds, epochs=len(history.history["loss"]),
+    out = dict(worker=name, steps=steps, seconds=seconds, epochs=len(history.history["loss"]),
                params=int(model.count_params()), peak_rss_mib=peak_rss_mib)
-    if args.worker.startswith("points"):
-        fields, positions = scatter(x_te, args.points, seed=2)
+    if name.startswith("points"):
+        fields, positions = scatter(x_te, num_points, seed=2)
         out["one_step"] = nrmse(model.predict({"fields": fields, "positions": positions}, batch_size=32,
                                               verbose=0), y_te)
         from upt_keras.layers import grid_coordinates
@@ -132,7 +126,7 @@ def worker(args):
     else:
         out["one_step"] = nrmse(model.predict(x_te, batch_size=32, verbose=0), y_te)
     out["identity"] = nrmse(x_te, y_te)
-    print("RESULT " + json.dumps(out), flush=True)
+    return out
 
 
 def render(results, args):
@@ -141,8 +135,8 @@ def render(results, args):
     lines = [
         "# Point-cloud UPT on scattered 2D Burgers data",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; one core and one thread per run, both runs side by "
-        f"side; Keras {results['keras']} on {results['backend']}; {datetime.date.today().isoformat()}.",
+        f"{harness.machine_line()} One core and one thread per run, both runs side by side; Keras "
+        f"{results['keras']} on {results['backend']}.",
         "",
         f"Command: `KERAS_BACKEND={results['backend']} python benchmarks/bench_points.py --budget {args.budget:g} "
         f"--points {args.points}`",
@@ -188,12 +182,7 @@ def main():
     parser.add_argument("--points", type=int, default=1024)
     parser.add_argument("--data", default=None, help="cached data file (default: generated in a temporary folder)")
     parser.add_argument("--out", help="write the markdown table here (raw numbers beside it as .json)")
-    parser.add_argument("--worker", choices=("points", "grid", "points_inv_all", "points_inv_queries"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        return worker(args)
     args.data = args.data or os.path.join(tempfile.mkdtemp(), "burgers2d_points.npz")
     if not os.path.exists(args.data):
         started = time.perf_counter()
@@ -202,27 +191,23 @@ def main():
     import keras
 
     results = dict(backend=keras.backend.backend(), keras=keras.__version__)
+    env = harness.child_env(keras.backend.backend(), one_thread=True, TF_CPP_MIN_LOG_LEVEL="3")
+    cores = harness.cores()
     for pair in (("points", "grid"), ("points_inv_all", "points_inv_queries")):
-        procs = {}
-        for core, name in enumerate(pair):
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--core", str(core % os.cpu_count()),
-                   "--budget", str(args.budget), "--points", str(args.points), "--data", args.data]
-            procs[name] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        procs = {name: harness.start_function(worker, name, args.budget, args.points, args.data, env=env,
+                                              core=cores[i % len(cores)])
+                 for i, name in enumerate(pair)}
         for name, proc in procs.items():
-            out, err = proc.communicate()
-            lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                raise SystemExit(f"{name} run failed:\n{err[-3000:]}")
-            results[name] = json.loads(lines[-1][len("RESULT "):])
+            try:
+                results[name] = harness.finish(proc)
+            except harness.ChildError as err:
+                raise SystemExit(f"{name} run failed:\n{err.stderr[-3000:]}") from None
             print(json.dumps(results[name]), flush=True)
     text = render(results, args)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump(results, f, indent=1)
+        harness.write_text(args.out, text)
+        harness.write_json(os.path.splitext(args.out)[0] + ".json", results)
     return 0
 
 

@@ -14,66 +14,33 @@ GPU is visible (nothing is run).
 """
 
 import argparse
-import glob
-import json
 import math
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-from bench_b64 import (  # noqa: E402
-    B64_GRID,
-    B64_SIZES,
-    BATCH_SIZE,
-    LEARNING_RATE,
-    ROWS,
-    SEED,
-    _check_gpu_visible,
-    _gpu_peak,
-    model_kwargs,
-)
+import harness
+from workload_b64 import B64_GRID, B64_SIZES, BATCH_SIZE, LEARNING_RATE, ROWS, SEED, make_data, model_kwargs
 
 BACKENDS = ("torch", "tensorflow", "jax")
 
 
-def gpu_present():
-    """True when the machine shows an NVIDIA GPU (without importing a framework)."""
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60)
-            return out.returncode == 0 and "GPU" in out.stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    return bool(glob.glob("/dev/nvidia[0-9]*"))
-
-
 def child(args):
-    import numpy as np
-
     backend = os.environ["KERAS_BACKEND"]
     if backend == "tensorflow":
         import tensorflow as tf
 
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)
-    _check_gpu_visible(backend, "gpu")
+    harness.check_gpu_visible(backend)
     import keras
 
-    sys.path.insert(0, os.path.dirname(HERE))
     from upt_keras import UPT, UPTObjective
 
     policy = "float32" if args.float32 else "mixed_float16"
     keras.mixed_precision.set_global_policy(policy)
-    rng = np.random.default_rng(SEED)
-    num = BATCH_SIZE * (args.warmup + args.steps)
-    u_t = rng.standard_normal((num,) + B64_GRID + (B64_SIZES["num_fields"],)).astype("float32")
-    u_next = np.roll(u_t, 1, axis=1)
+    u_t, u_next = make_data(BATCH_SIZE * (args.warmup + args.steps))
     keras.utils.set_random_seed(SEED)
     model = UPT.from_sizes(B64_GRID, **B64_SIZES, objective=UPTObjective(**model_kwargs(args.row)))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE))
@@ -102,9 +69,9 @@ def child(args):
         first=timer.times[0],
         loss=timer.losses[-1],
         loss_scale=None if scale is None else float(keras.ops.convert_to_numpy(scale)),
-        gpu_peak=_gpu_peak(backend),
+        gpu_peak=harness.gpu_peak_mib(backend),
     )
-    print("RESULT " + json.dumps(result), flush=True)
+    harness.emit(result)
 
 
 def main(argv=None):
@@ -120,7 +87,7 @@ def main(argv=None):
     if args.child:
         child(args)
         return 0
-    if not gpu_present():
+    if not harness.gpu_present():
         print("gpu_check: no GPU visible on this machine (no nvidia-smi GPU, no /dev/nvidia*); it needs a CUDA GPU. "
               "Nothing was run.")
         return 2
@@ -133,23 +100,15 @@ def main(argv=None):
             print(f"{backend:10s} unknown backend (choose from {BACKENDS})")
             failed = True
             continue
-        env = dict(os.environ, KERAS_BACKEND=backend, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", "--row", args.row,
-               "--steps", str(args.steps), "--warmup", str(args.warmup)] + (["--float32"] if args.float32 else [])
+        env = harness.child_env(backend, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+        cmd = ["--child", "--row", args.row, "--steps", args.steps, "--warmup", args.warmup]
         try:
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
-        except subprocess.TimeoutExpired:
-            print(f"{backend:10s} FAILED: timed out after {args.timeout:.0f} s")
+            r = harness.run_script(__file__, cmd + (["--float32"] if args.float32 else []), env=env,
+                                   timeout=args.timeout)
+        except harness.ChildError as err:
+            print(f"{backend:10s} FAILED: {err}")
             failed = True
             continue
-        results = [json.loads(line[7:]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if not results:
-            tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
-            print(f"{backend:10s} FAILED (exit {proc.returncode}): {tail}")
-            failed = True
-            continue
-        r = results[0]
         finite = math.isfinite(r["loss"])
         failed |= not finite
         scale = "none" if r["loss_scale"] is None else f"{r['loss_scale']:g}"

@@ -12,16 +12,13 @@ Usage:
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-
-from upt_keras.data import PDE_DEFAULTS, generate_dataset, open_trajectories, stable_time_step  # noqa: E402
+import harness  # noqa: F401 (finds upt_keras when the package is not installed)
+from upt_keras.data import PDE_DEFAULTS, generate_dataset, open_trajectories, stable_time_step
 
 # name: (pde, settings for generate_dataset). 100 trajectories each; the PDEBench split takes the first 10 as test.
 SETS = {

@@ -6,32 +6,27 @@ profiles `--steps` steps (CPU activities) and reports, per operator, the self CP
 writes a markdown table of both sides, largest difference first, plus the total per step and the number of
 operator calls per step (launch overhead grows with it).
 
-    python benchmarks/profile_b64_torch.py --rows fwd4096 inv4096 --out benchmarks/results_b64_profile.md
+    python benchmarks/profile_b64_torch.py --rows fwd4096 inv4096 --out benchmarks/results/results_b64_profile.md
 
 The profiler adds overhead to every operator call, so the totals are above the step times of `bench_b64.py`;
 the table is for finding where the time goes, not for the ratio itself (`bench_b64.py --lockstep` measures that).
 """
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import harness
+
 SIDES = ("torch", "reference")
 
 
 def child(side, row, warmup, steps):
-    sys.path.insert(0, HERE)
-    import bench_b64 as bench
+    """{operator: (self CPU ms per step, calls per step)} of `steps` B64 steps of `side`."""
     from torch.profiler import ProfilerActivity, profile
 
-    args = bench.parse_args(["--backends", side, "--rows", row, "--steps", str(steps), "--warmup", str(warmup)])
-    setup = bench._setup_reference if side == "reference" else bench._setup_keras
-    step, _ = setup(args, row)
+    from workload_b64 import setup
+
+    step, _ = setup(side, row)
     for _ in range(warmup):
         step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -40,19 +35,15 @@ def child(side, row, warmup, steps):
     ops = {}
     for event in prof.key_averages():
         ops[event.key] = (event.self_cpu_time_total / 1e3 / steps, event.count / steps)  # ms, calls per step
-    print("PROFILE " + json.dumps(ops), flush=True)
+    return ops
 
 
 def run_side(side, row, warmup, steps):
-    env = dict(os.environ, KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", side, "--rows", row, "--warmup", str(warmup),
-           "--steps", str(steps)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("PROFILE "):
-            return json.loads(line[len("PROFILE "):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    raise RuntimeError(f"{side} {row}: exit {proc.returncode}: {tail}")
+    env = harness.child_env("torch", CUDA_VISIBLE_DEVICES="")
+    try:
+        return harness.run_function(child, side, row, warmup, steps, env=env)
+    except harness.ChildError as err:
+        raise RuntimeError(f"{side} {row}: {err}") from None
 
 
 def table(row, keras_ops, plain_ops, top):
@@ -69,12 +60,11 @@ def table(row, keras_ops, plain_ops, top):
     p_calls = sum(v[1] for v in plain_ops.values())
     lines = [f"### {row}", "",
              f"Self CPU time per step, all operators: torch backend {k_total:.0f} ms ({k_calls:.0f} operator calls), "
-             f"plain torch {p_total:.0f} ms ({p_calls:.0f} calls); ratio {k_total / p_total:.2f}.", "",
-             "| operator | torch backend ms | plain torch ms | difference ms | calls (backend / plain) |",
-             "|---|---|---|---|---|"]
-    for diff, name, k_ms, p_ms, k_n, p_n in rows[:top]:
-        lines.append(f"| `{name}` | {k_ms:.1f} | {p_ms:.1f} | {diff:+.1f} | {k_n:.0f} / {p_n:.0f} |")
-    return lines
+             f"plain torch {p_total:.0f} ms ({p_calls:.0f} calls); ratio {k_total / p_total:.2f}.", ""]
+    return lines + harness.markdown_table(
+        ["operator", "torch backend ms", "plain torch ms", "difference ms", "calls (backend / plain)"],
+        [[f"`{name}`", f"{k_ms:.1f}", f"{p_ms:.1f}", f"{diff:+.1f}", f"{k_n:.0f} / {p_n:.0f}"]
+         for diff, name, k_ms, p_ms, k_n, p_n in rows[:top]])
 
 
 def main(argv=None):
@@ -84,17 +74,14 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=20, help="operators listed per row")
     parser.add_argument("--out", default=None, help="markdown report (default: print only)")
-    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child(args.child, args.rows[0], args.warmup, args.steps)
-        return 0
     import torch
 
+    info = harness.machine_info(("keras", "torch"))
     lines = ["# B64 on the torch backend against plain torch: where a training step's time goes", "",
-             f"Generated {datetime.date.today()} by `python benchmarks/profile_b64_torch.py --rows "
+             f"Generated {info['date']} by `python benchmarks/profile_b64_torch.py --rows "
              f"{' '.join(args.rows)} --warmup {args.warmup} --steps {args.steps}`.",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared); torch {torch.__version__}, "
+             f"{harness.machine_line(info)} The cores may be shared; torch "
              f"{torch.get_num_threads()} threads. torch profiler, CPU activities, self time per operator averaged "
              f"over {args.steps} steps after {args.warmup} warm-up steps; each side in its own process, one after "
              "the other. Operators sorted by the absolute difference.", ""]
@@ -103,8 +90,7 @@ def main(argv=None):
         lines += table(row, profiles["torch"], profiles["reference"], args.top) + [""]
     text = "\n".join(lines)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        harness.write_text(args.out, text)
     print(text)
     return 0
 

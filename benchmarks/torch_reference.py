@@ -382,20 +382,20 @@ def load_keras_weights(reference, keras_model):
 
 def main():
     import os
-    import sys
 
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import keras
 
-    from bench_b64 import B64_GRID, B64_SIZES
     from upt_keras import UPT
+    from upt_keras.models.presets import preset
 
+    sizes = preset("b64")  # the sizes of workload B64 (`workload_b64.py`)
+    grid = tuple(sizes.pop("grid_shape"))
     torch.manual_seed(0)
-    reference = ReferenceUPT(B64_GRID, **B64_SIZES)
+    reference = ReferenceUPT(grid, **sizes)
     keras.utils.set_random_seed(0)
-    model = UPT.from_sizes(B64_GRID, **B64_SIZES)
-    model.encode(np.zeros((1,) + B64_GRID + (B64_SIZES["num_fields"],), "float32"))  # creates every weight
+    model = UPT.from_sizes(grid, **sizes)
+    model.encode(np.zeros((1,) + grid + (sizes["num_fields"],), "float32"))  # creates every weight
     n_keras = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     n_torch = count_params(reference)
     print(f"B64 trainable parameters: plain torch {n_torch:,}, Keras UPT ({keras.backend.backend()}) {n_keras:,}")

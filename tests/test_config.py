@@ -256,7 +256,7 @@ def test_shipped_configs_fit_their_grids():
         "train_burgers1d.yaml", "train_burgers_upt_full.yaml", "train_burgers2d_64.yaml"}
     c1 = load_config(os.path.join(REPO, "configs", "train_burgers1d.yaml"))
     validate_for_grid(c1, (256,))
-    # the accuracy settings of the default (benchmarks/results_accuracy.md)
+    # the accuracy settings of the default (benchmarks/results/results_accuracy.md)
     assert c1.model.decoder_locality and c1.model.pooling == "average" and c1.model.approximator_zero_init
     assert c1.training.lambda_latent_consistency > 0 and c1.training.fit_schedule_to_budget
     assert c1.model.residual and c1.training.rollout_loss_steps == 2

@@ -26,7 +26,7 @@ def concat_chunks(make_chunk, total, chunk):
     On torch outside autograd, each chunk is written into one output allocated up front: the chunk's temporaries
     are then freed and reused in place. Collecting the chunks and concatenating them interleaves each small kept
     result with the large freed temporaries, and the process heap grows with the number of chunks (measured: +1.7 GB
-    for 10^7 decoded points against +0.2 GB this way; benchmarks/results_decode.md).
+    for 10^7 decoded points against +0.2 GB this way; benchmarks/results/results_decode.md).
     """
     starts = range(0, total, chunk)
     if keras.backend.backend() == "torch":

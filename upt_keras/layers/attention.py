@@ -33,7 +33,7 @@ def scaled_dot_product_attention(q, k, v, bias=None):
     torch: its fused kernel on transposed views (`_torch_attention`). JAX without an accelerator: the explicit form,
     since XLA's CPU backend cannot differentiate float16/bfloat16 attention (no mixed-precision dot_general on CPU)
     and in float32 the explicit form is faster than `jax.nn.dot_product_attention`'s XLA composite (0.35 s against
-    0.49 s forward and backward at the B64 decoder's shapes, `benchmarks/results_kernels.md`). Elsewhere
+    0.49 s forward and backward at the B64 decoder's shapes, `benchmarks/results/results_kernels.md`). Elsewhere
     `ops.dot_product_attention`.
     """
     backend = keras.backend.backend()
@@ -52,7 +52,7 @@ def _torch_attention(q, k, v, bias=None):
     `ops.dot_product_attention` makes contiguous (B, heads, T, d) copies of q, k and v before calling the same
     kernel, and its output then needs another copy to be reshaped back to (B, T, D); the CPU flash kernel takes
     the transposed views as they are and writes its output in (B, T, heads, d) order, so nothing is copied (on
-    the B64 training step those copies were ~0.2 s of ~3.5 s on CPU: `benchmarks/results_b64_profile.md`).
+    the B64 training step those copies were ~0.2 s of ~3.5 s on CPU: `benchmarks/results/results_b64_profile.md`).
     """
     import torch.nn.functional as F
 

@@ -13,7 +13,7 @@ class Dense(keras.layers.Dense):
     Keras's `Dense.call` computes `matmul(x, kernel)` and then adds the bias: on torch, two passes over the output
     (`aten::mm`, then `aten::add`, and the same again in the backward pass). `torch.nn.functional.linear` does both
     in one (`aten::addmm`), as a plain-torch `nn.Linear` does. On the B64 training step the separate adds cost about
-    a tenth of the step on CPU (`benchmarks/results_b64_profile.md`). On TensorFlow and JAX, without a bias, and
+    a tenth of the step on CPU (`benchmarks/results/results_b64_profile.md`). On TensorFlow and JAX, without a bias, and
     for LoRA-enabled or quantized layers, Keras's own code runs. Weights, their names and the config are Keras's.
 
     Example:

@@ -16,7 +16,7 @@ def add_locality_scales(layer, num_heads):
 # Floor of the locality bias. A token this far down the logits gets a weight below e^-40 ~ 4e-18 of the nearest
 # one's, i.e. none, while unbounded logits (thousands for far tokens) drive the softmax and its gradient into
 # subnormal floats, which CPUs process ~100x slower: without the floor the 1D default's training step takes
-# ~1.3x as long on CPU (benchmarks/results_accuracy.md).
+# ~1.3x as long on CPU (benchmarks/results/results_accuracy.md).
 LOCALITY_BIAS_FLOOR = -40.0
 
 

@@ -301,8 +301,8 @@ class UPTObjective(keras.layers.Layer):
         In training, under "latent" `z_next` is the forward pass's `step(z_t)`, so the gradient reaches the
         approximator and, through `z_t`, the encoder; under "step" it is `step(sg(z_t))` and the term trains the
         approximator only (sharing the forward pass there diverged on both benchmark sets,
-        benchmarks/results_accuracy.md). Without gradients (evaluation) both are the same values. Target frames at
-        points are encoded at `where` (B, M, d).
+        benchmarks/results/results_accuracy.md). Without gradients (evaluation) both are the same values. Target
+        frames at points are encoded at `where` (B, M, d).
         """
         z_start = ops.stop_gradient(ops.cast(z, "float32"))
 
