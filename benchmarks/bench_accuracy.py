@@ -131,6 +131,12 @@ VARIANTS = {
     # 4x4 patches: 256 tokens, 16 points per token (3.2x the step time)
     "2d_patch_4": ["model.patch_size=4", "model.num_latent_tokens=256"],
     "2d_lr_4e-3": ["training.learning_rate=4.0e-3"],
+    # the decoder's bilinear readout (a position-dependent linear read of the decoded features), with frequencies
+    # up to 32 so that the position weights can tell the points of an 8x8 patch apart
+    "2d_bilinear_f32": ["model.decoder_readout=bilinear", "model.frequencies=[1,2,4,8,16,32]"],
+    "2d_bilinear": ["model.decoder_readout=bilinear"],
+    # the b2d decoder before the bilinear readout was adopted (linear readout, frequencies up to 16)
+    "2d_linear_f16": ["model.decoder_readout=linear", "model.frequencies=[1,2,4,8,16]"],
     # the previous default config as a whole: previous sizes, none of the changes, inverse losses after one epoch
     "previous_default": ["model.approximator_width=128", "model.approximator_depth=4", "model.decoder_width=128",
                          "model.decoder_depth=2", "model.decoder_mlp_dim=256", "model.decoder_locality=false",

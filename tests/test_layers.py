@@ -172,3 +172,34 @@ def test_layer_config_round_trip(layer):
     assert clone.get_config() == config
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer)
+
+
+def test_bilinear_readout_adds_a_position_weighted_read_of_the_features():
+    """`readout="bilinear"`: zero-initialised it changes nothing; once its position heads are set, every point's value
+    moves by exactly sum_j x_j h_j(coords) (x: the decoded features, h: a linear map of the position's embedding)."""
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(2, 8, 16)).astype("float32")
+    coords = rng.uniform(size=(20, 2)).astype("float32")
+    kwargs = dict(num_fields=2, coord_dim=2, width=16, depth=1, num_heads=2, mlp_dim=16, frequencies=(1, 2, 4, 8))
+    linear, bilinear = AnyPointDecoder(**kwargs), AnyPointDecoder(readout="bilinear", **kwargs)
+    for dec in (linear, bilinear):
+        dec.build((None, 8, 16), (None, 2))
+    for src, dst in zip(linear.weights, bilinear.weights):  # the same weights, position heads aside
+        dst.assign(src)
+    base = to_numpy(linear(latent, coords))
+    np.testing.assert_allclose(to_numpy(bilinear(latent, coords)), base, atol=1e-6)
+
+    for head in bilinear.position_heads:
+        head.kernel.assign(rng.normal(size=head.kernel.shape).astype("float32") * 0.1)
+    query = to_numpy(bilinear.query_mlp[1](bilinear.query_mlp[0](bilinear.features(coords[None]))))  # (1, Q, w)
+    x = to_numpy(bilinear.norm(bilinear.blocks[0](
+        np.broadcast_to(query, (2,) + query.shape[1:]), bilinear.latent_proj(latent))))  # decoded features (2, Q, w)
+    expected = base + np.stack([np.sum(x * (query @ to_numpy(h.kernel) + to_numpy(h.bias)), axis=-1)
+                                for h in bilinear.position_heads], axis=-1)
+    out = to_numpy(bilinear(latent, coords))
+    assert np.abs(out - base).max() > 1e-3
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    clone = AnyPointDecoder.from_config(bilinear.get_config())
+    assert clone.readout == "bilinear" and len(clone.position_heads) == 2
+    with pytest.raises(ValueError, match="readout"):
+        AnyPointDecoder(readout="cubic", **kwargs)

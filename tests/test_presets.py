@@ -91,3 +91,14 @@ def test_yaml_and_python_paths_build_the_same_model(name, tmp_path):
     u = np.random.default_rng(0).normal(size=(1,) + tuple(grid) + (fields,)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(from_yaml(u)), keras.ops.convert_to_numpy(from_python(u)),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_decoder_readout_is_a_config_key(tmp_path):
+    """`model.decoder_readout` reaches the decoder from a YAML (and the default stays the plain linear head)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  preset: tiny\n  decoder_readout: bilinear\n")
+    cfg = load_config(str(path))
+    assert cfg.model.decoder_readout == "bilinear"
+    model = UPT.from_sizes(grid_shape=(32,), num_fields=1, **model_kwargs(cfg))
+    assert model.decoder.readout == "bilinear"
+    assert UPT.from_preset("tiny").decoder.readout == "linear"

@@ -37,6 +37,12 @@ class AnyPointDecoder(keras.layers.Layer):
             A query then starts out looking at the tokens near it, which the
             decoder would otherwise have to learn from the Fourier features.
             Called without positions, the decoder attends without the bias.
+        readout: "linear" (one linear head per field on the decoded features) or "bilinear": the linear head plus
+            `sum_j x_j h_j(coords)`, the decoded features weighted by a learned function of the query's position
+            (a linear map of its embedding, zero-initialised). A point's value is then a position-dependent linear
+            read of the content, as a patch "unpatchify" layer would give on a grid, but at any coordinates: one
+            latent token can hold many points' values (a 2D token covers a whole patch), which a sum of
+            position and content followed by one MLP struggles to separate.
 
     Example:
     >>> dec = AnyPointDecoder(num_fields=2, coord_dim=2, width=32, depth=1)
@@ -45,9 +51,11 @@ class AnyPointDecoder(keras.layers.Layer):
     """
 
     def __init__(self, num_fields, coord_dim, width=128, depth=2, num_heads=4, mlp_dim=256,
-                 frequencies=(1, 2, 4, 8), locality=False, **kwargs):
+                 frequencies=(1, 2, 4, 8), locality=False, readout="linear", **kwargs):
         super().__init__(**kwargs)
-        self.locality = bool(locality)
+        if readout not in ("linear", "bilinear"):
+            raise ValueError(f"readout must be 'linear' or 'bilinear', got {readout!r}")
+        self.locality, self.readout = bool(locality), readout
         self.num_fields, self.coord_dim = int(num_fields), int(coord_dim)
         self.width, self.depth, self.num_heads, self.mlp_dim = int(width), int(depth), int(num_heads), int(mlp_dim)
         self.frequencies = [float(f) for f in frequencies]
@@ -65,6 +73,9 @@ class AnyPointDecoder(keras.layers.Layer):
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=policy)
         self.heads = [Dense(1, name=f"head_{i}", dtype=policy) for i in range(self.num_fields)]
+        if self.readout == "bilinear":  # per field, position -> weights on the decoded features
+            self.position_heads = [Dense(self.width, kernel_initializer="zeros", name=f"position_head_{i}",
+                                         dtype=policy) for i in range(self.num_fields)]
 
     def build(self, latent_shape, coords_shape=None):
         query_shape = (None, None, self.width)
@@ -75,7 +86,7 @@ class AnyPointDecoder(keras.layers.Layer):
         for block in self.blocks:
             block.build(query_shape, context_shape)
         self.norm.build(query_shape)
-        for head in self.heads:
+        for head in self.heads + getattr(self, "position_heads", []):
             head.build(query_shape)
         if self.locality:
             num_tokens = latent_shape[1]
@@ -101,6 +112,7 @@ class AnyPointDecoder(keras.layers.Layer):
         x = self.features(coords)
         for layer in self.query_mlp:
             x = layer(x)
+        query = x  # the position's embedding, (1 or B, Q, width)
         if shared:
             x = ops.broadcast_to(x, (batch,) + tuple(ops.shape(x)[1:]))
         context = self.latent_proj(latent)
@@ -108,7 +120,10 @@ class AnyPointDecoder(keras.layers.Layer):
         for block in self.blocks:
             x = block(x, context, bias=bias)  # (B, Q, width)
         x = self.norm(x)
-        return ops.concatenate([head(x) for head in self.heads], axis=-1)  # (B, Q, num_fields)
+        out = [head(x) for head in self.heads]
+        if self.readout == "bilinear":
+            out = [o + ops.sum(x * pos(query), axis=-1, keepdims=True) for o, pos in zip(out, self.position_heads)]
+        return ops.concatenate(out, axis=-1)  # (B, Q, num_fields)
 
     def get_config(self):
         config = super().get_config()
@@ -122,6 +137,7 @@ class AnyPointDecoder(keras.layers.Layer):
                 "mlp_dim": self.mlp_dim,
                 "frequencies": list(self.frequencies),
                 "locality": self.locality,
+                "readout": self.readout,
             }
         )
         return config
