@@ -378,6 +378,55 @@ def test_array_layout_reads_contiguous_runs_as_single_slices(tmp_path, monkeypat
     assert selections == [slice(1, 4), slice(5, 7)]  # each sample read once, runs 1-3 and 5-6 in one slice each
 
 
+@pytest.mark.parametrize("layout", ["tensor", "groups", "cfd", "data"])
+def test_strided_reads_are_whole_boxes_in_bounded_blocks(tmp_path, monkeypatch, layout):
+    """reduced_resolution / _t read the file as unstrided boxes of at most READ_BLOCK_BYTES, strided in memory."""
+    s, t, x = 6, 11, 16
+    data = _random((s, t, x, x, 2)) if layout in ("groups", "cfd", "data") else _random((s, t, x, 1))
+    path = tmp_path / f"{layout}.h5"
+    with h5py.File(path, "w") as f:
+        if layout == "tensor":
+            f["tensor"] = data[..., 0]
+            f["x-coordinate"] = np.arange(x) / x
+            f["t-coordinate"] = np.arange(t + 1) * 0.1
+        elif layout == "groups":
+            for i in range(s):
+                f[f"{i:04d}/data"] = data[i]
+        elif layout == "cfd":
+            f["Vx"], f["Vy"] = data[..., 0], data[..., 1]
+            f["x-coordinate"], f["y-coordinate"] = np.arange(x) / x, np.arange(x) / x
+            f["t-coordinate"] = np.arange(t) * 0.1
+        else:
+            f["data"] = data
+    reads = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, args, *rest, **kwargs):
+        out = original(self, args, *rest, **kwargs)
+        if self.ndim >= 3:
+            reads.append((args, out.nbytes))
+        return out
+
+    block = 3 * x * x * 2 * 4  # room for three frames of a 2D sample: forces several blocks per read
+    monkeypatch.setattr(layouts_module.base, "READ_BLOCK_BYTES", block)
+    with open_trajectories(path, reduced_resolution=4, reduced_resolution_t=5) as store:
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+        got = store.read([4, 0, 1])
+    expected = data[[4, 0, 1]][:, ::5, ::4]
+    if layout != "tensor":
+        expected = expected[:, :, :, ::4]
+    np.testing.assert_array_equal(got, expected)
+    # the box: 13 of the 16 points per axis (0..12 holds every 4th), all 11 frames (0..10 holds every 5th)
+    point_bytes = 13 * 4 if layout == "tensor" else 13 * 13 * (2 if layout in ("groups", "data") else 1) * 4
+    # a block is whole rows of the box's first axis: samples (at least one), or frames of a group (5 at least)
+    bound = max(block, 5 * point_bytes) if layout == "groups" else max(block, 11 * point_bytes)
+    assert len(reads) >= (6 if layout == "groups" else 2)  # several blocks per sample, or one per run of samples
+    for args, nbytes in reads:
+        args = args if isinstance(args, tuple) else (args,)
+        assert all(not isinstance(a, slice) or a.step in (None, 1) for a in args), args  # no strided hyperslab
+        assert nbytes <= bound, (args, nbytes, bound)
+
+
 def test_a_new_layout_class_plugs_into_the_store(tmp_path, monkeypatch):
     class VelocityLayout(layouts_module.ChannelArraysLayout):
         name = "velocity"

@@ -13,7 +13,8 @@ from upt_keras.config import Config, ConfigError, validate_for_grid
 
 __all__ = ["PreparedData", "check_encoder_fits", "prepare_data", "read_split"]
 
-#: Bytes read per block when a split is read into memory (`read_split`).
+#: Bytes of (strided) trajectories per block when a split is read into memory (`read_split`); the file itself is
+#: read in blocks of at most `upt_keras.data.layouts.READ_BLOCK_BYTES` before striding.
 READ_BLOCK_BYTES = 64 * 2**20
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from upt_keras.data.errors import file_error
 from upt_keras.data.layouts.array import ArrayLayout
-from upt_keras.data.layouts.base import AXIS_NAMES, ChannelArraysLayout, Layout, LayoutInfo
+from upt_keras.data.layouts.base import AXIS_NAMES, READ_BLOCK_BYTES, ChannelArraysLayout, Layout, LayoutInfo, read_box
 from upt_keras.data.layouts.cfd import CFD_KEYS, CfdLayout
 from upt_keras.data.layouts.groups import GroupsLayout
 from upt_keras.data.layouts.points import PointsLayout
@@ -45,9 +45,11 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "LayoutInfo",
+    "READ_BLOCK_BYTES",
     "PointsLayout",
     "TensorLayout",
     "detect_layout",
+    "read_box",
 ]
 
 LAYOUTS = (TensorLayout, CfdLayout, ArrayLayout, PointsLayout, GroupsLayout)

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from upt_keras.data.layouts.base import Layout, LayoutInfo, contiguous_runs, top_level_coordinate_keys
+from upt_keras.data.layouts.base import Layout, LayoutInfo, contiguous_runs, read_box, top_level_coordinate_keys
 
 __all__ = ["ArrayLayout"]
 
@@ -42,5 +42,5 @@ class ArrayLayout(Layout):
     def read_block(self, samples, t_slice, space, out):
         key, ds = self.source
         for rows, dst, run in contiguous_runs(samples):
-            out[dst] = self.checked(ds[(rows, t_slice) + space + (slice(None),)], key, run)
+            out[dst] = self.checked(read_box(ds, (rows, t_slice) + space), key, run)
         return out

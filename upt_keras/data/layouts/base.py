@@ -15,8 +15,13 @@ file, then talks to that one only:
   ``read_block``; it may keep ``h5py.Dataset`` handles, never their data.
 - ``read_block(samples, t_slice, space, out)``: fills ``out`` (float32 ``(len(samples), T, *grid, C)``) with the
   given samples (sorted, unique ints), frames ``t_slice`` (a slice over raw frames) and points ``space`` (one slice per
-  spatial axis), reading only that hyperslab from disk; every array read goes through ``self.checked`` so that a
-  non-finite value raises ``DataError`` naming the sample and the key. Returns ``out``.
+  spatial axis); every array read goes through ``self.checked`` so that a non-finite value raises ``DataError``
+  naming the sample and the key. Returns ``out``.
+
+Strided selections (``reduced_resolution``, ``reduced_resolution_t``) are read with ``read_box``: the smallest box
+that holds the selection is read in whole, in blocks of at most ``READ_BLOCK_BYTES`` along its first axis, and strided
+in memory. An HDF5 strided hyperslab over a contiguous file turns into one small read per selected row (measured in
+``benchmarks/results/results_data.md``); the box is one sequential read.
 
 ``ChannelArraysLayout`` implements ``read_block`` for layouts whose channels are separate ``(S, T, *grid)`` arrays,
 reading each contiguous run of sample indices (``contiguous_runs``) as one hyperslab.
@@ -33,6 +38,7 @@ from upt_keras.data.errors import file_error
 
 __all__ = [
     "AXIS_NAMES",
+    "READ_BLOCK_BYTES",
     "ChannelArraysLayout",
     "Layout",
     "LayoutInfo",
@@ -42,6 +48,54 @@ __all__ = [
 
 AXIS_NAMES = ("x", "y", "z")
 """Names of the spatial axes, in order, as used in coordinate keys (``x-coordinate``, ``grid/y``, ...)."""
+
+READ_BLOCK_BYTES = 64 * 2**20
+"""The most bytes ``read_box`` reads from a file at once (before striding in memory)."""
+
+
+def read_box(ds, selection, block_bytes=None):
+    """``ds[selection]`` for a tuple of slices over the leading axes (the others whole), read as unstrided boxes.
+
+    The box from each slice's first to last selected index is read in blocks of at most ``block_bytes`` (whole rows
+    along the first axis; one row when a row is larger) and strided in memory, so that the file is read sequentially
+    and at most one block beyond the result is held.
+
+    Args:
+        ds: an ``h5py.Dataset`` (or anything with ``shape``, ``dtype`` and slicing).
+        selection: slices (steps >= 1), one per leading axis.
+        block_bytes: the most bytes read at once (default ``READ_BLOCK_BYTES``).
+
+    Returns:
+        the selected array, in the dataset's dtype.
+
+    Example:
+        >>> a = np.arange(60).reshape(3, 4, 5)
+        >>> np.array_equal(read_box(a, (slice(0, 3), slice(0, 4, 2)), block_bytes=40), a[0:3, 0:4:2])
+        True
+    """
+    block_bytes = READ_BLOCK_BYTES if block_bytes is None else block_bytes
+    box, strides, counts = [], [], []
+    for sl, n in zip(selection, ds.shape):
+        start, stop, step = sl.indices(n)
+        count = len(range(start, stop, step))
+        box.append(slice(start, start + max(count - 1, 0) * step + 1))
+        strides.append(slice(None, None, step))
+        counts.append(count)
+    rest = tuple(ds.shape[len(box):])
+    out = np.empty(tuple(counts) + rest, dtype=ds.dtype)
+    if out.size == 0:
+        return out
+    row_bytes = int(np.prod([b.stop - b.start for b in box[1:]] + list(rest), dtype=np.int64)) * ds.dtype.itemsize
+    step0 = strides[0].step
+    rows_per_block = max(1, int(block_bytes // max(row_bytes, 1)) // step0) * step0  # a multiple of the stride
+    first, last = box[0].start, box[0].stop
+    pos = 0
+    for lo in range(first, last, rows_per_block):
+        raw = ds[(slice(lo, min(lo + rows_per_block, last)),) + tuple(box[1:])]
+        part = raw[tuple(strides)]
+        out[pos : pos + part.shape[0]] = part
+        pos += part.shape[0]
+    return out
 
 
 class LayoutInfo(NamedTuple):
@@ -182,7 +236,7 @@ class ChannelArraysLayout(Layout):
         """Fill ``out[..., c]`` from ``sources[c]``, one read per contiguous run of samples; return ``out``."""
         for rows, dst, run in contiguous_runs(samples):
             for c, (key, ds) in enumerate(self.sources):
-                out[dst, ..., c] = self.checked(ds[(rows, t_slice) + space], key, run)
+                out[dst, ..., c] = self.checked(read_box(ds, (rows, t_slice) + space), key, run)
         return out
 
 

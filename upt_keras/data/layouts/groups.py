@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import h5py
 
-from upt_keras.data.layouts.base import AXIS_NAMES, Layout, LayoutInfo
+from upt_keras.data.layouts.base import AXIS_NAMES, Layout, LayoutInfo, read_box
 
 __all__ = ["GroupsLayout"]
 
@@ -58,5 +58,5 @@ class GroupsLayout(Layout):
     def read_block(self, samples, t_slice, space, out):
         for j, s in enumerate(samples):
             key, ds = self.sources[s]
-            out[j] = self.checked(ds[(t_slice,) + space + (slice(None),)], key, [s])
+            out[j] = self.checked(read_box(ds, (t_slice,) + space), key, [s])
         return out

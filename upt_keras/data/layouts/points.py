@@ -27,7 +27,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from upt_keras.data.layouts.base import Layout, LayoutInfo, top_level_coordinate_keys
+from upt_keras.data.layouts.base import Layout, LayoutInfo, read_box, top_level_coordinate_keys
 
 __all__ = ["PointsLayout"]
 
@@ -105,14 +105,14 @@ class PointsLayout(Layout):
             raise self.error("the file has no full-grid copy of the samples (scattered points only)", f"{group}/grid")
         for j, s in enumerate(samples):
             key, ds = self.sources[s]["grid"]
-            out[j] = self.checked(ds[(t_slice,) + space + (slice(None),)], key, [s])
+            out[j] = self.checked(read_box(ds, (t_slice,) + space), key, [s])
         return out
 
     def read_points_block(self, samples, t_slice, out):
         """Fill ``out`` ``(len(samples), T, N, C)`` with the fields at the points of ``samples``; return it."""
         for j, s in enumerate(samples):
             key, ds = self.sources[s]["fields"]
-            out[j] = self.checked(ds[t_slice], key, [s])
+            out[j] = self.checked(read_box(ds, (t_slice,)), key, [s])
         return out
 
     def read_positions(self, samples, out):
