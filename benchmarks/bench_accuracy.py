@@ -134,7 +134,9 @@ VARIANTS = {
     # the decoder's bilinear readout (a position-dependent linear read of the decoded features), with frequencies
     # up to 32 so that the position weights can tell the points of an 8x8 patch apart
     "2d_bilinear_f32": ["model.decoder_readout=bilinear", "model.frequencies=[1,2,4,8,16,32]"],
-    "2d_bilinear": ["model.decoder_readout=bilinear"],
+    "bilinear": ["model.decoder_readout=bilinear"],
+    # a deeper, wider approximator (4 blocks of width 128) for faster dynamics (Kuramoto-Sivashinsky)
+    "approximator_4x128": ["model.approximator_depth=4", "model.approximator_width=128"],
     # the b2d decoder before the bilinear readout was adopted (linear readout, frequencies up to 16)
     "2d_linear_f16": ["model.decoder_readout=linear", "model.frequencies=[1,2,4,8,16]"],
     # the previous default config as a whole: previous sizes, none of the changes, inverse losses after one epoch

@@ -4,11 +4,16 @@ Run from the repository root:
 
     python benchmarks/bench_data.py            # writes benchmarks/results/results_data.md
     python benchmarks/bench_data.py --quick    # fewer repeats, prints only
+    python benchmarks/bench_data.py --full-size DIR   # full-size PDEBench files made in DIR (about 33 GB):
+                                                      # writes benchmarks/results/results_data_full.md (and .json)
 
 (a) Solver: 1D Burgers, N=1024, nu=0.01, t in [0, 1], frames every 0.01, GRF initial conditions with peak |u| = 1,
     automatic internal step (stable_time_step: 0.004 here), several batch sizes; median of repeats.
 (b) Default data set: time to generate it (in a fresh temporary cache), then PairDataset over the training split with
     batch 32 and shuffling: construction time and batches per second for a full pass of __getitem__; median of repeats.
+(c) With --full-size: full-size files in each PDEBench layout, contiguous and chunked, cold and warm page cache: time to
+    the first training step, peak RSS, what the pipeline serves against what a training step consumes
+    (`workload_data_full.py` says how).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import numpy as np
 
 import harness
+import workload_data_full
 from upt_keras.data import (
     PairDataset,
     ensure_default_burgers,
@@ -112,7 +118,19 @@ def write_results(solver_rows, pairs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, no results file")
+    parser.add_argument("--full-size", metavar="DIR", help="measure full-size files, made in DIR (kept for reruns)")
+    parser.add_argument("--files", nargs="+", choices=sorted(workload_data_full.FILES),
+                        default=list(workload_data_full.FILES), help="which full-size files (with --full-size)")
     args = parser.parse_args()
+    if args.full_size:
+        rows = workload_data_full.run(args.full_size, args.files)
+        command = "python benchmarks/bench_data.py --full-size DIR" + (
+            "" if args.files == list(workload_data_full.FILES) else " --files " + " ".join(args.files))
+        harness.write_json(harness.results_path("results_data_full.json"), rows)
+        harness.write_text(harness.results_path("results_data_full.md"),
+                           "\n".join(workload_data_full.report(rows, command)) + "\n")
+        print(f"wrote {harness.results_path('results_data_full.md')}")
+        return
     repeats = 1 if args.quick else 3
     solver_rows = bench_solver([16, 64, 128] if not args.quick else [64], repeats)
     pairs = bench_pairs(repeats)

@@ -63,17 +63,33 @@ def _num_samples(source):
     return int(source.num_samples) if hasattr(source, "num_samples") else int(np.shape(source)[0])
 
 
-def compute_normalization(store, sample_indices=None, max_samples=None, chunk_size=64):
+def _sample_bytes(source):
+    """float32 bytes of one sample of a store or an array, or None when the source does not say."""
+    shape = getattr(source, "shape", None)
+    if shape is not None and len(shape) >= 2:
+        return int(np.prod(shape[1:], dtype=np.int64)) * 4
+    try:
+        points = getattr(source, "num_points", None)
+        space = int(points) if points is not None else int(np.prod(source.grid_shape, dtype=np.int64))
+        return int(source.num_frames) * space * int(source.num_channels) * 4
+    except (AttributeError, TypeError):
+        return None
+
+
+def compute_normalization(store, sample_indices=None, max_samples=None, chunk_size=None, chunk_bytes=4 * 2**20):
     """Per-channel mean and standard deviation over the given (training) samples, all frames and grid points.
 
-    Samples are read ``chunk_size`` at a time and combined with a numerically stable (Chan et al.) update, so the
-    whole set is never held in memory. A channel with zero spread gets ``std = 1``.
+    Samples are read a chunk at a time (``chunk_size`` samples, or by default as many as fit into ``chunk_bytes`` of
+    float32, at least one) and combined with a numerically stable (Chan et al.) update, so the whole set is never
+    held in memory and the float64 work arrays stay a few times ``chunk_bytes``. A channel with zero spread gets
+    ``std = 1``.
 
     Args:
         store: a ``TrajectoryStore`` or an array ``(S, T, *grid, C)``.
         sample_indices: samples to use (normally ``split_indices(...)["train"]``); default all.
         max_samples: use at most this many, evenly spaced over ``sample_indices`` (deterministic).
-        chunk_size: samples read per step.
+        chunk_size: samples read per step (default: from ``chunk_bytes``).
+        chunk_bytes: float32 bytes read per step when ``chunk_size`` is not given.
 
     Returns:
         ``{"mean": [C floats], "std": [C floats]}``.
@@ -90,6 +106,9 @@ def compute_normalization(store, sample_indices=None, max_samples=None, chunk_si
         if int(max_samples) < 1:
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
         idx = idx[np.round(np.linspace(0, idx.size - 1, int(max_samples))).astype(np.int64)]
+    if chunk_size is None:
+        per_sample = _sample_bytes(store)
+        chunk_size = 64 if not per_sample else max(1, int(chunk_bytes) // per_sample)
     count, mean, m2 = 0, None, None
     for start in range(0, idx.size, int(chunk_size)):
         block = _read(store, idx[start : start + int(chunk_size)]).astype(np.float64)

@@ -88,7 +88,9 @@ class TrajectoryStore:
         if not os.path.exists(self.path):
             raise DataError(f"{self.path}: file not found")
         try:
-            self._file = h5py.File(self.path, "r")
+            # no chunk cache: every read is a whole box (see layouts.read_box), and a file of per-sample groups
+            # would otherwise keep up to 1 MiB of cache per dataset (1 GB for 1000 samples)
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)
         except (OSError, ValueError) as err:
             raise DataError(f"{self.path}: not a readable HDF5 file ({err})") from None
         try:

@@ -14,8 +14,8 @@ from upt_keras.config import Config, ConfigError, validate_for_grid
 __all__ = ["PreparedData", "check_encoder_fits", "prepare_data", "read_split"]
 
 #: Bytes of (strided) trajectories per block when a split is read into memory (`read_split`); the file itself is
-#: read in blocks of at most `upt_keras.data.layouts.READ_BLOCK_BYTES` before striding.
-READ_BLOCK_BYTES = 64 * 2**20
+#: read in blocks of at most `upt_keras.data.layouts.READ_BLOCK_BYTES` (64 MiB) before striding.
+READ_BLOCK_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -148,7 +148,7 @@ def check_encoder_fits(cfg: Config, store) -> None:
 
 
 def read_split(store, indices, label: str, progress: bool = True) -> np.ndarray:
-    """The trajectories `indices` of `store` as one float32 array, read in blocks of about 64 MB with progress
+    """The trajectories `indices` of `store` as one float32 array, read in blocks of about 16 MB with progress
     (trajectories read / total and MB/s: a bar on a terminal, one line in a log)."""
     from upt_keras.progress import Progress
 
