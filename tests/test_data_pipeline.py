@@ -75,6 +75,28 @@ def test_normalization_uses_only_the_given_samples(tmp_path):
     np.testing.assert_allclose(subset["mean"], data[picked].astype(np.float64).mean(axis=(0, 1, 2)), rtol=1e-6)
 
 
+def test_normalization_reads_chunks_of_bounded_bytes(tmp_path):
+    """The statistics pass reads as many samples at once as fit into `chunk_bytes` (its float64 work arrays are a
+    few times that), from a store or an array; the result does not depend on the chunking."""
+    data = np.random.default_rng(1).normal(size=(30, 4, 8, 2)).astype(np.float32)  # 256 bytes per sample
+    write_trajectories(tmp_path / "c.h5", data)
+    reads = []
+    with open_trajectories(tmp_path / "c.h5") as store:
+        original = store.read
+        store.read = lambda idx, *a, **k: reads.append(len(idx)) or original(idx, *a, **k)
+        small = compute_normalization(store, chunk_bytes=1024)
+        assert reads and max(reads) == 4 and sum(reads) == 30  # 1024 bytes / 256 per sample
+        reads.clear()
+        one = compute_normalization(store, chunk_bytes=1)  # at least one sample per read
+        assert set(reads) == {1}
+        # no chunk cache: every read is a whole box
+        assert store._file.id.get_access_plist().get_cache()[2] == 0
+    whole = compute_normalization(data, chunk_size=30)
+    for stats in (small, one):
+        np.testing.assert_allclose(stats["mean"], whole["mean"], rtol=1e-6)
+        np.testing.assert_allclose(stats["std"], whole["std"], rtol=1e-6)
+
+
 @pytest.mark.parametrize("time_stride", [1, 2])
 def test_pairs_are_frames_time_stride_apart(time_stride):
     data = _coded()
