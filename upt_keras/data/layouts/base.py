@@ -20,8 +20,9 @@ file, then talks to that one only:
 
 Strided selections (``reduced_resolution``, ``reduced_resolution_t``) are read with ``read_box``: the smallest box
 that holds the selection is read in whole, in blocks of at most ``READ_BLOCK_BYTES`` along its first axis, and strided
-in memory. An HDF5 strided hyperslab over a contiguous file turns into one small read per selected row (measured in
-``benchmarks/results/results_data.md``); the box is one sequential read.
+in memory, so that memory stays bounded by one block and the file is read sequentially. The trade is measured in
+``benchmarks/results/results_data_full.md``: the box reads every frame, so from a cold page cache it can be slower
+than an HDF5 strided hyperslab (2x on the 1D file there) and from a warm one it is faster (7x).
 
 ``ChannelArraysLayout`` implements ``read_block`` for layouts whose channels are separate ``(S, T, *grid)`` arrays,
 reading each contiguous run of sample indices (``contiguous_runs``) as one hyperslab.
