@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 import harness
+from upt_keras.data import layouts
 
 GB = 1e9
 MIB = 2**20
@@ -36,7 +37,7 @@ FILES = {
     "cfd": dict(layout="cfd", shape=(1000, 21, 128, 128), chunked=False),
     "cfd_chunked": dict(layout="cfd", shape=(1000, 21, 128, 128), chunked=True),
 }
-CFD_KEYS = ("Vx", "Vy", "density", "pressure")
+CFD_KEYS = tuple(k for k in layouts.CFD_KEYS if k != "Vz")  # the 2D CFD arrays, in the reader's channel order
 RUN = {
     "tensor": ("configs/train_burgers1d.yaml", ["data.reduced_resolution=4", "data.reduced_resolution_t=5"]),
     "groups": ("configs/train_burgers2d.yaml", ["data.reduced_resolution=2"]),
