@@ -440,8 +440,119 @@ def test_residual_model_trains_every_part_and_round_trips(tmp_path):
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_residual_needs_a_grid_encoder():
-    from upt_keras import UPT
+def _mls_reference(values, positions, queries, k, periodic):
+    """Quadratic moving least squares in numpy, one query at a time (2D)."""
+    out = np.zeros((values.shape[0], len(queries), values.shape[-1]))
+    for b in range(values.shape[0]):
+        for i, q in enumerate(queries):
+            off = positions[b] - q
+            off = off - np.round(off) if periodic else off
+            d2 = (off ** 2).sum(-1)
+            near = np.argsort(d2)[:k]
+            h2 = d2[near].max()
+            r = off[near] / np.sqrt(h2)
+            w = 1.0 / (d2[near] / h2 + 1e-6) ** 2
+            basis = np.stack([np.ones(k), r[:, 0], r[:, 1], r[:, 0] ** 2, r[:, 0] * r[:, 1], r[:, 1] ** 2], -1)
+            coef = np.linalg.lstsq(basis * np.sqrt(w)[:, None], values[b][near] * np.sqrt(w)[:, None], rcond=None)[0]
+            out[b, i] = coef[0]
+    return out
 
-    with pytest.raises(ValueError, match="residual=True .* grid encoder"):
-        UPT.from_preset("tiny", encoder="points", residual=True)
+
+def test_interpolation_from_points_is_quadratic_moving_least_squares():
+    from upt_keras.layers import interpolate_from_points
+
+    rng = np.random.default_rng(0)
+    positions = rng.random((2, 60, 2)).astype("float32")
+    values = rng.normal(size=(2, 60, 3)).astype("float32")
+    np.testing.assert_allclose(to_numpy(interpolate_from_points(values, positions, positions)), values, atol=1e-4)
+    queries = rng.random((9, 2)).astype("float32")
+    for k, periodic in ((10, False), (12, True)):  # (the layer adds a 1e-8 ridge that the reference has not)
+        got = to_numpy(interpolate_from_points(values, positions, queries, neighbours=k, periodic=periodic))
+        np.testing.assert_allclose(got, _mls_reference(values, positions, queries, k, periodic), atol=1e-2)
+    # quadratics are read back exactly (1D and 2D), which inverse-distance weighting does not do
+    quad = lambda p: 1 + 2 * p[..., :1] - p[..., 1:] + 3 * p[..., :1] ** 2 - p[..., :1] * p[..., 1:]
+    inner = (0.2 + 0.6 * rng.random((20, 2))).astype("float32")
+    np.testing.assert_allclose(to_numpy(interpolate_from_points(quad(positions), positions, inner))[0],
+                               quad(inner), atol=2e-3)
+    line = rng.random((1, 30, 1)).astype("float32")
+    np.testing.assert_allclose(to_numpy(interpolate_from_points(line ** 2, line, inner[:, :1], neighbours=5))[0],
+                               inner[:, :1] ** 2, atol=2e-3)
+    # periodic: a query at 0.01 reads points at 0.99 as its neighbours
+    ring = np.array([[[0.9], [0.95], [0.99], [0.5], [0.3]]], "float32")
+    got = to_numpy(interpolate_from_points(np.array([[[1.0], [1.0], [1.0], [5.0], [5.0]]], "float32"), ring,
+                                           np.array([[0.01]], "float32"), neighbours=3, periodic=True))
+    np.testing.assert_allclose(got, [[[1.0]]], atol=1e-3)
+
+
+def _point_cloud(rng, batch=2, points=40):
+    positions = rng.random((batch, points, 1)).astype("float32")
+    fields = np.sin(2 * np.pi * positions) + 0.1 * rng.normal(size=positions.shape).astype("float32")
+    return fields.astype("float32"), positions
+
+
+def test_residual_point_cloud_model_adds_the_change_to_the_interpolated_start():
+    """From scattered points: at them the untrained (zero-initialised) model is the identity; elsewhere it predicts
+    `interp(u_t) + decode(z_next) - decode(z_t)`, `u_t` read from the `residual_neighbours` nearest points; the
+    latent rollout adds the same start correction to every decoded frame."""
+    from upt_keras import UPT
+    from upt_keras.layers import interpolate_from_points
+
+    rng = np.random.default_rng(1)
+    fields, positions = _point_cloud(rng)
+    model = UPT.from_preset("tiny", encoder="points", residual=True, approximator_zero_init=True)
+    at_points = {"fields": fields, "positions": positions, "coords": positions}
+    np.testing.assert_allclose(to_numpy(model(at_points)), fields, atol=1e-3)
+    z = model.encode(fields, positions)
+    model.approximator.set_weights([w + 0.05 for w in model.approximator.get_weights()])  # a non-trivial step
+    z_next, z_2 = model.step(z), model.step(model.step(z))
+    for k in (6, 12):
+        model.residual_neighbours = k
+        start = to_numpy(interpolate_from_points(fields, positions, model.grid_coords, neighbours=k, periodic=True))
+        correction = start.reshape(2, 32, 1) - to_numpy(model.decode(z))
+        expected = to_numpy(model.decode(z_next)) + correction
+        np.testing.assert_allclose(to_numpy(model({"fields": fields, "positions": positions})), expected, atol=1e-4)
+        rollout = model.rollout({"fields": fields, "positions": positions}, 2)
+        np.testing.assert_allclose(rollout[:, 0], expected, atol=1e-4)
+        np.testing.assert_allclose(rollout[:, 1], to_numpy(model.decode(z_2)) + correction, atol=1e-4)
+    assert model.rollout({"fields": fields, "positions": positions}, 3, mode="physical").shape == (2, 3, 32, 1)
+    # without it the untrained model predicts the poor reconstruction at the points
+    plain = UPT.from_preset("tiny", encoder="points", approximator_zero_init=True)
+    assert np.abs(to_numpy(plain(at_points)) - fields).max() > 0.1
+
+
+def test_residual_point_cloud_model_trains_every_part_and_round_trips(tmp_path):
+    from upt_keras import UPT, UPTObjective
+
+    rng = np.random.default_rng(2)
+    fields, positions = _point_cloud(rng, batch=8)
+    x = {"fields": fields, "positions": positions, "coords": positions}
+    y = np.roll(fields, 1, axis=1) * 0.9
+    objective = UPTObjective(use_inverse_losses=True, lambda_inv_enc=1.0, lambda_inv_dec=0.0, num_queries=16, seed=0)
+    model = UPT.from_preset("tiny", encoder="points", residual=True, residual_neighbours=6,
+                            approximator_zero_init=True, objective=objective)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **FEW_STEPS)
+    parts = {name: getattr(model, name) for name in ("encoder", "approximator", "decoder")}
+    before = {name: _snapshot(layer) for name, layer in parts.items()}
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    for name, layer in parts.items():
+        assert any(_moved(layer, before[name])), name
+    path = str(tmp_path / "points_residual.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.residual and loaded.residual_neighbours == 6
+    inputs = {"fields": fields, "positions": positions}
+    np.testing.assert_allclose(to_numpy(loaded(inputs)), to_numpy(model(inputs)), rtol=1e-5, atol=1e-5)
+
+
+def test_residual_neighbours_is_a_config_key_and_checked(tmp_path):
+    from upt_keras import UPT
+    from upt_keras.config import load_config
+    from upt_keras.training.setup import model_kwargs
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  preset: tiny\n  encoder: points\n  residual: true\n  residual_neighbours: 7\n")
+    model = UPT.from_sizes(grid_shape=(32,), num_fields=1, **model_kwargs(load_config(str(path))))
+    assert model.residual and model.residual_neighbours == 7
+    assert UPT.from_preset("tiny").residual_neighbours == 12
+    with pytest.raises(ValueError, match="residual_neighbours must be >= 1"):
+        UPT.from_preset("tiny", residual_neighbours=0)

@@ -234,6 +234,43 @@ def test_point_datasets_hold_each_samples_points(points_file):
     assert data.grid_shape == (16, 16) and data.info["num_points"] == 64
 
 
+def test_training_inputs_can_be_a_random_share_of_each_samples_points(points_file, tmp_path):
+    """`data.input_points_fraction`: the model is given a fresh random subset of each sample's points; the targets
+    and `coords` keep them all (what it is scored on off its inputs)."""
+    data = training.prepare_data(points_cfg(points_file, "data.input_points_fraction=0.75"), progress=False)
+    full = training.prepare_data(points_cfg(points_file), progress=False)
+    x, y = data.train[0]
+    x_all, y_all = full.train[0]
+    assert x["fields"].shape == (4, 48, 1) and x["positions"].shape == (4, 48, 2)
+    assert x["coords"].shape == (4, 64, 2) and y.shape == (4, 64, 1)
+    np.testing.assert_array_equal(y, y_all)
+    np.testing.assert_array_equal(x["coords"], x_all["positions"])
+    for b in range(4):  # each kept point is one of the sample's own, with its own value, and no point twice
+        rows = [np.flatnonzero((x_all["positions"][b] == p).all(-1)) for p in x["positions"][b]]
+        assert all(len(r) == 1 for r in rows) and len({int(r[0]) for r in rows}) == 48
+        np.testing.assert_array_equal(x["fields"][b], x_all["fields"][b][[int(r[0]) for r in rows]])
+    assert not np.array_equal(x["positions"][0], x["positions"][1])  # each sample its own subset
+    first = x["positions"].copy()
+    data.train.on_epoch_end()
+    assert not np.array_equal(data.train[0][0]["positions"], first)  # a fresh draw every epoch
+    x, _ = data.test[0]  # the evaluation keeps every input point
+    assert x["fields"].shape == (4, 64, 1)
+    model, history, metrics = training.train(points_cfg(points_file, "data.input_points_fraction=0.75",
+                                                        "model.residual=true", "output.plots=false"),
+                                             run_dir=tmp_path / "run", verbose=0, progress=False)
+    assert np.isfinite(history.history["loss"][-1]) and model.residual
+    assert np.isfinite(metrics["one_step"]["model"]["nrmse"])
+
+
+def test_input_points_fraction_needs_a_point_cloud(tmp_path):
+    grid_file = str(write_trajectories(tmp_path / "g.h5", _trajectories(num=4, grid=(16, 16))))
+    cfg = load_config(None, ["data.source=hdf5", f"data.path={grid_file}", "data.input_points_fraction=0.5"])
+    with pytest.raises(ConfigError, match=r"data\.input_points_fraction=0\.5 keeps a share .* not a point cloud"):
+        training.prepare_data(cfg, progress=False)
+    with pytest.raises(ConfigError, match="input_points_fraction"):
+        load_config(None, ["data.input_points_fraction=0"])
+
+
 def test_points_only_file_evaluates_at_the_points(tmp_path):
     u = _trajectories(num=4, frames=4, grid=(8, 8))
     path = _write_points(tmp_path / "p.h5", u, num_points=16, keep_grid=False)

@@ -80,6 +80,9 @@ class DataConfig(Section):
     # splits read into memory once (float32: trajectories x frames x points x fields x 4 bytes), or read from the
     # file at every batch (no memory, each batch a few small reads)
     in_memory: Bool = True
+    # point clouds: the share of each training sample's points the model is given (a fresh random subset per batch);
+    # it is trained to predict at all of them, as it must predict off its input points when scored on the full grid
+    input_points_fraction: Float = Field(1.0, gt=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DataConfig:
@@ -102,7 +105,8 @@ class ModelConfig(ModelSizes):
 
     preset: Optional[Text] = None  # checked against the presets in `_with_preset`
     decode_chunk_size: Int = Field(65536, ge=1)
-    residual: Bool = False  # decode the change: u_t + decode(z_next) - decode(z_t) (grid encoders)
+    residual: Bool = False  # decode the change: u_t + decode(z_next) - decode(z_t)
+    residual_neighbours: Int = Field(12, ge=1)  # points: u_t read off the points from this many nearest
 
     @model_validator(mode="before")
     @classmethod

@@ -73,6 +73,9 @@ class PairDataset(keras.utils.PyDataset):
             (the positions: the model predicts there).
         inputs: with ``positions``, the input fields at the points, a source ``(S, T, N, C)`` beside the targets'
             trajectories (e.g. the full grid, for evaluation).
+        input_fraction: with ``positions`` and no ``inputs``, the model sees a random ``round(input_fraction * N)``
+            of each sample's points (a fresh draw per batch and epoch) while ``"coords"`` and the targets keep all
+            ``N``: the model learns to predict at points it was not given, as it must off its input points.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for ``keras.utils.PyDataset``.
 
     Attributes:
@@ -101,6 +104,7 @@ class PairDataset(keras.utils.PyDataset):
         seed=0,
         positions=None,
         inputs=None,
+        input_fraction=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,6 +128,12 @@ class PairDataset(keras.utils.PyDataset):
         self.trajectories = _read(source, self.sample_indices)
         self.positions = None if positions is None else np.asarray(positions, np.float32)
         self.inputs = None if inputs is None else _read(inputs, self.sample_indices)
+        self.input_fraction, self._epoch = float(input_fraction), 0
+        if not 0.0 < self.input_fraction <= 1.0:
+            raise ValueError(f"input_fraction must be in (0, 1], got {input_fraction}")
+        if self.input_fraction < 1.0 and (self.positions is None or self.inputs is not None):
+            raise ValueError("input_fraction < 1 keeps a subset of each sample's points as inputs: it needs "
+                             "positions and no separate inputs")
 
         num_traj, num_frames = self.trajectories.shape[:2]
         self._check_points()
@@ -166,8 +176,16 @@ class PairDataset(keras.utils.PyDataset):
         if self.positions is None:
             return self.trajectories[traj, t0]
         if self.inputs is None:
-            return {"fields": self.trajectories[traj, t0], "positions": self.positions[traj],
-                    "coords": self.positions[traj]}
+            fields, positions = self.trajectories[traj, t0], self.positions[traj]
+            x = {"fields": fields, "positions": positions, "coords": positions}
+            if self.input_fraction < 1.0:  # each sample's own random subset, the same size for the batch
+                num = positions.shape[1]
+                keep = max(1, int(round(self.input_fraction * num)))
+                rng = np.random.default_rng([int(self.seed or 0), self._epoch, int(traj[0]), int(t0[0]), len(traj)])
+                idx = np.argsort(rng.random((len(traj), num)), axis=1)[:, :keep]
+                x["fields"] = np.take_along_axis(fields, idx[..., None], axis=1)
+                x["positions"] = np.take_along_axis(positions, idx[..., None], axis=1)
+            return x
         return {"fields": self.inputs[traj, t0], "positions": self.positions[traj]}
 
     def _batch_pairs(self, index):
@@ -203,5 +221,6 @@ class PairDataset(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         """Draw a new pair order when shuffling (called by Keras after every epoch)."""
+        self._epoch += 1
         if self.shuffle:
             self._order = self._rng.permutation(self.num_pairs)

@@ -9,7 +9,7 @@ from upt_keras.layers.encoder import Encoder
 from upt_keras.layers.fourier_features import FourierFeatures
 from upt_keras.layers.grid_encoder import GridEncoder, grid_coordinates, interpolate_on_grid
 from upt_keras.layers.mlp import MLP
-from upt_keras.layers.point_cloud_encoder import PointCloudEncoder
+from upt_keras.layers.point_cloud_encoder import PointCloudEncoder, interpolate_from_points
 from upt_keras.layers.transformer_block import TransformerBlock
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "PointCloudEncoder",
     "TransformerBlock",
     "grid_coordinates",
+    "interpolate_from_points",
     "interpolate_on_grid",
 ]

@@ -14,7 +14,8 @@ from upt_keras.schema import Bool, Float, Int, NumberList, Section, one_of, vali
 
 class ModelSizes(Section):
     """The sizes `UPT.from_sizes` takes, with their defaults: the one declaration behind `SIZE_DEFAULTS`, the presets
-    and the config's `model:` section (`upt_keras.config.ModelConfig` adds `preset`, `decode_chunk_size`, `residual`)."""
+    and the config's `model:` section (`upt_keras.config.ModelConfig` adds `preset`, `decode_chunk_size`, `residual`,
+    `residual_neighbours`)."""
 
     encoder: one_of("grid", "points") = "grid"  # GridEncoder or PointCloudEncoder
     patch_size: Int = Field(4, ge=1)
@@ -147,7 +148,7 @@ def build_parts(grid_shape, num_fields=1, **sizes):
     return encoder, approximator, decoder
 
 
-def check_parts(encoder, approximator, decoder, grid_shape=None, residual=False):
+def check_parts(encoder, approximator, decoder, grid_shape=None):
     """The output grid of a UPT made of these parts (the encoder's, for a grid encoder); a `ValueError` names what
     does not fit."""
     if encoder.input_kind == "grid":
@@ -158,9 +159,6 @@ def check_parts(encoder, approximator, decoder, grid_shape=None, residual=False)
         raise ValueError(f"an encoder of input_kind={encoder.input_kind!r} needs the output grid: UPT(..., "
                          "grid_shape=...)")
     grid_shape = tuple(int(n) for n in grid_shape)
-    if residual and encoder.input_kind != "grid":
-        raise ValueError(f"residual=True adds the start field to the decoded change, which needs it on the grid: "
-                         f"a grid encoder, not input_kind={encoder.input_kind!r}")
     if decoder.num_fields != encoder.num_channels or not decoder.coord_dim == encoder.coord_dim == len(grid_shape):
         raise ValueError(f"decoder (num_fields={decoder.num_fields}, coord_dim={decoder.coord_dim}) does not match "
                          f"the encoder (num_channels={encoder.num_channels}, coord_dim={encoder.coord_dim}) and "

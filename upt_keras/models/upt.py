@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from upt_keras.backend import concat_chunks, inference_mode
-from upt_keras.layers import grid_coordinates, interpolate_on_grid
+from upt_keras.layers import grid_coordinates, interpolate_from_points, interpolate_on_grid
 from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, check_parts, normalisation, preset
 from upt_keras.objectives.upt_objective import UPTObjective
 
@@ -28,8 +28,9 @@ class UPT(keras.Model):
         dt: float, the time step the model advances.  field_mean, field_std: per-channel lists.
         decode_chunk_size: int, decode at most this many points at once.
         grid_shape: the output grid; needed when the encoder does not take a grid.
-        residual: bool (grid encoders), predict `decode(z_next) + (u_t - decode(z_t))`: an untrained model (zero-
-            initialised approximator) is the identity; off the grid `u_t` is interpolated.
+        residual: bool, predict `decode(z_next) + (u_t - decode(z_t))`: an untrained model (zero-initialised
+            approximator) is the identity. Off the grid `u_t` is interpolated; from scattered points it is read
+            elsewhere by quadratic moving least squares over its `residual_neighbours` nearest points.
         objective: the `UPTObjective` `fit` minimises (default: the one-step forward MSE alone).
 
     Example:
@@ -41,13 +42,16 @@ class UPT(keras.Model):
     """
 
     def __init__(self, encoder, approximator, decoder, dt=1.0, field_mean=None, field_std=None,
-                 decode_chunk_size=65536, grid_shape=None, residual=False, objective=None, **kwargs):
+                 decode_chunk_size=65536, grid_shape=None, residual=False, residual_neighbours=12, objective=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
-        self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape, residual)
-        self.num_fields, self.residual = encoder.num_channels, bool(residual)
-        if int(decode_chunk_size) < 1:
-            raise ValueError(f"decode_chunk_size must be >= 1, got {decode_chunk_size}")
+        self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape)
+        self.num_fields, self.residual, self.residual_neighbours = encoder.num_channels, bool(residual), \
+            int(residual_neighbours)
+        for key, value in (("decode_chunk_size", decode_chunk_size), ("residual_neighbours", residual_neighbours)):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
         self.dt, self.decode_chunk_size = float(dt), int(decode_chunk_size)
         self.field_mean, self.field_std = normalisation(field_mean, field_std, self.num_fields)
         positions = encoder.token_positions  # for the locality biases; None without
@@ -142,11 +146,20 @@ class UPT(keras.Model):
         out = ops.cast(out, "float32") * std + mean
         return ops.reshape(out, (ops.shape(out)[0],) + self.grid_shape + (self.num_fields,)) if full_grid else out
 
-    def start_correction(self, fields, z, coords=None, idx=None, flat=False):
+    def start_correction(self, fields, z, coords=None, idx=None, flat=False, positions=None):
         """`u_t - decode(z_t)` at `coords` (default: the grid), with gradients: what a residual model adds to each
         decoded latent. `idx`: the flat grid indices of `coords` when they are grid points (u_t is read there, not
-        interpolated). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid."""
+        interpolated). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid. With `positions`, `fields` are
+        at those points and read at `coords` by `interpolate_from_points` (exact at the points)."""
         batch = ops.shape(fields)[0]
+        if positions is not None:  # u_t at the points, interpolated to the others
+            where = self.grid_coords if coords is None else coords
+            start = interpolate_from_points(fields, positions, where, self.residual_neighbours,
+                                            getattr(self.encoder, "periodic", False))
+            out = start - self.decode(z, where, gradients=True)
+            if coords is None and not flat:
+                return ops.reshape(out, (batch,) + self.grid_shape + (self.num_fields,))
+            return out
         grid = ops.reshape(ops.cast(fields, "float32"), (batch,) + self.grid_shape + (self.num_fields,))
         if idx is not None:
             start = ops.take(ops.reshape(grid, (batch, self.num_points, self.num_fields)), idx, axis=1)
@@ -155,10 +168,11 @@ class UPT(keras.Model):
         out = start - self.decode(z, coords, gradients=True)
         return ops.reshape(out, (batch, self.num_points, self.num_fields)) if flat and coords is None else out
 
-    def predict_from_latents(self, fields, z, z_next, coords=None, gradients=False):
-        """u_{t+1} at `coords` (default: the grid) from `z_t = encode(u_t)` and the stepped `z_next`."""
+    def predict_from_latents(self, fields, z, z_next, coords=None, gradients=False, positions=None):
+        """u_{t+1} at `coords` (default: the grid) from `z_t = encode(u_t)` (of `fields`, at `positions` when
+        given) and the stepped `z_next`."""
         out = self.decode(z_next, coords, gradients=gradients)
-        return out + self.start_correction(fields, z, coords) if self.residual else out
+        return out + self.start_correction(fields, z, coords, positions=positions) if self.residual else out
 
     def call(self, inputs, coords=None, training=False):
         """One step: u_t -> u_{t+1} on the grid, or at `coords` ((Q, d) or (B, Q, d)).
@@ -173,7 +187,9 @@ class UPT(keras.Model):
         coords = self.output_coords(inputs, coords)
         z = self.encode(fields, positions)
         z_next = self.step(z)
-        return {"z": z, "z_next": z_next} if training else self.predict_from_latents(fields, z, z_next, coords)
+        if training:
+            return {"z": z, "z_next": z_next}
+        return self.predict_from_latents(fields, z, z_next, coords, positions=positions)
 
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
         """`num_steps` steps from `inputs` (what `call` takes): a numpy array (B, K, *grid, C), or (B, K, Q, C) at
@@ -192,15 +208,16 @@ class UPT(keras.Model):
         frames = []
         with inference_mode():  # no autograd graph across the steps
             z = self.encode(ops.convert_to_tensor(fields, "float32"), positions)
-            base = self.start_correction(fields, z, coords) if self.residual and mode == "latent" else 0.0
+            base = (self.start_correction(fields, z, coords, positions=positions)
+                    if self.residual and mode == "latent" else 0.0)
             for k in range(1, num_steps + 1):
                 z_next = self.step(z)
                 if mode == "physical":
                     if k in wanted and coords is not None:
-                        frames.append(self.predict_from_latents(fields, z, z_next, coords))
-                    fields = self.predict_from_latents(fields, z, z_next)
+                        frames.append(self.predict_from_latents(fields, z, z_next, coords, positions=positions))
+                    fields = self.predict_from_latents(fields, z, z_next, positions=positions)
                     frames += [fields] if k in wanted and coords is None else []
-                    z_next = self.encode_grid(fields)
+                    z_next, positions = self.encode_grid(fields), None  # from here on the fields are on the grid
                 elif k in wanted:
                     frames.append(self.decode(z_next, coords) + base)
                 z = z_next
@@ -219,7 +236,8 @@ class UPT(keras.Model):
         config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
                        for name in ("encoder", "approximator", "decoder", "objective")})
         config.update(dt=self.dt, field_mean=list(self.field_mean), field_std=list(self.field_std),
-                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual)
+                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual,
+                      residual_neighbours=self.residual_neighbours)
         return config
 
     @classmethod

@@ -215,8 +215,12 @@ class UPTObjective(keras.layers.Layer):
             idx = self.query_sampler.sample(num_points=num)
             coords = where if idx is None else ops.take(where, idx, axis=1)
         correction = 0.0
-        if model.residual:  # on the grid points: u_t is read there, not interpolated
-            correction = model.start_correction(fields, z, None if idx is None else coords, idx=idx, flat=True)
+        if model.residual and positions is not None:  # u_t read at the query points from the input points
+            correction = model.start_correction(fields, z, coords, positions=positions)
+        elif model.residual:  # on the grid points: u_t is read there, not interpolated
+            grid_idx = idx if where is None else None  # indices into the target points are no grid indices
+            correction = model.start_correction(fields, z, None if idx is None and where is None else coords,
+                                                idx=grid_idx, flat=True)
         prediction = model.decode(z_next, coords, gradients=True) + correction  # the forward term's, decoded once
         return TrainingPass(fields, positions, [first] + later, z, z_next, idx, coords, correction, prediction, where)
 
@@ -277,7 +281,8 @@ class UPTObjective(keras.layers.Layer):
             return latent_mse(model.encode(pred, where), ops.stop_gradient(p.z_next))
         # the full grid: when every grid point is a query, the forward term's prediction (in grid order) is it
         on_grid = p.idx is None and p.where is None
-        pred = p.prediction if on_grid else model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True)
+        pred = p.prediction if on_grid else model.predict_from_latents(p.fields, p.z, p.z_next, gradients=True,
+                                                                         positions=p.positions)
         return latent_mse(model.encode_grid(pred), ops.stop_gradient(p.z_next))
 
     def consistency_step(self, model, p):
@@ -332,7 +337,7 @@ class UPTObjective(keras.layers.Layer):
             coords = ops.convert_to_tensor(model.grid_coords) if where is None else where
             p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None, coords, 0.0, y_pred, where)
             if model.residual:
-                p = p._replace(correction=model.start_correction(fields, z, flat=True))
+                p = p._replace(correction=model.start_correction(fields, z, where, flat=True, positions=positions))
             if self.rollout_loss_steps > 1 and later:
                 self.trackers["rollout"].update_state(self.rollout_term(model, p))
             if self.use_inverse_losses:
@@ -352,10 +357,10 @@ class UPTObjective(keras.layers.Layer):
             fields = ops.convert_to_tensor(fields, "float32")
             z = model.encode(fields, positions)
             coords = ops.convert_to_tensor(model.grid_coords)
-            correction = model.start_correction(fields, z, flat=True) if model.residual else 0.0
+            correction = model.start_correction(fields, z, flat=True, positions=positions) if model.residual else 0.0
             z_next = model.step(z)
             p = TrainingPass(fields, positions, [], z, z_next, None, coords, correction,
-                             model.predict_from_latents(fields, z, z_next))
+                             model.predict_from_latents(fields, z, z_next, positions=positions))
             inv_enc = self.inverse_encoding(model, p)
             inv_dec = latent_mse(model.encode_grid(p.prediction), p.z_next)
         return {"inv_enc_loss": float(ops.convert_to_numpy(inv_enc)),

@@ -199,6 +199,9 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
         check_encoder_fits(cfg, store)
         grid_shape = tuple(int(n) for n in store.grid_shape)
         validate_for_grid(cfg, grid_shape, num_points=None if points is None else points.num_points)
+        if points is None and d.input_points_fraction < 1.0:
+            raise ConfigError(f"data.input_points_fraction={d.input_points_fraction} keeps a share of each sample's "
+                              f"points, but {store.path} holds fields on a grid, not a point cloud")
         frames = int(store.num_frames)
         if frames < d.time_stride + 1:
             raise ConfigError(
@@ -254,8 +257,9 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
             tests = dict(source=grid, positions=positions["test"], inputs=arrays["test"])
         train = None
         if "train" in splits:
+            subset = {"input_fraction": d.input_points_fraction} if points is not None else {}
             train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, positions=positions.get("train"),
-                                **common, **k_step)
+                                **subset, **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
             # validation compares one-step predictions unless the objective's other terms are asked for

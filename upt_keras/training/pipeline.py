@@ -225,12 +225,13 @@ def _data_line(cfg: Config, data) -> str:
 
 def _seconds_per_pair(model, data) -> float:
     """Measured wall seconds of one predicted pair (one full-grid forward pass): the median of three calls on one
-    batch, after a first call (which compiles)."""
+    test batch (what the estimate is for: a point cloud's test pairs decode the full grid, its validation pairs
+    its points only), after a first call (which compiles)."""
     from upt_keras.backend import inference_mode
 
     import statistics
 
-    source = data.val if data.val is not None else data.test
+    source = data.test if data.test is not None else data.val
     x = source[0][0]
     times = []
     with inference_mode():

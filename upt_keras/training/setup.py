@@ -81,11 +81,12 @@ def make_optimizer(cfg: Config, total_steps: int):
 
 def model_kwargs(cfg: Config) -> dict:
     """The `UPT.from_sizes` keyword arguments of `cfg.model`: every size `SIZE_DEFAULTS` lists, the decoding chunk
-    and `residual`."""
+    and `residual` (with `residual_neighbours`)."""
     from upt_keras.models.presets import SIZE_DEFAULTS
 
     sizes = {k: getattr(cfg.model, k) for k in SIZE_DEFAULTS}
-    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size, residual=cfg.model.residual)
+    return dict(sizes, decode_chunk_size=cfg.model.decode_chunk_size, residual=cfg.model.residual,
+                residual_neighbours=cfg.model.residual_neighbours)
 
 
 def objective_kwargs(cfg: Config) -> dict:
