@@ -15,18 +15,16 @@ import argparse
 import os
 import sys
 
+from upt_keras.cli import add_train_arguments, train_overrides
 from upt_keras.configs import DEFAULT_CONFIG
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="YAML config (default: configs/train_burgers1d.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set training.learning_rate=5e-4 (repeatable)")
-    parser.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
-    parser.add_argument("--epochs", type=int, help="shortcut for --set training.epochs=N")
-    return parser.parse_args(argv)
+    add_train_arguments(parser)  # the same --config, --set, --run-dir and --epochs as `upt-keras train`
+    args = parser.parse_args(argv)
+    args.config = args.config or DEFAULT_CONFIG
+    return args
 
 
 def main(argv=None):
@@ -34,11 +32,8 @@ def main(argv=None):
     from upt_keras.config import ConfigError, load_config
     from upt_keras.data import DataError
 
-    overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, train_overrides(args))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

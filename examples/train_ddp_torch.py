@@ -31,21 +31,18 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(HERE, os.pardir, "configs", "train_burgers1d.yaml")
+from upt_keras.cli import add_train_arguments, train_overrides
+from upt_keras.configs import DEFAULT_CONFIG
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=os.path.normpath(DEFAULT_CONFIG),
-                        help="YAML config (default: configs/train_burgers1d.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set training.learning_rate=5e-4 (repeatable)")
-    parser.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
-    parser.add_argument("--epochs", type=int, help="shortcut for --set training.epochs=N")
+    add_train_arguments(parser)  # the same --config, --set, --run-dir and --epochs as `upt-keras train`
     parser.add_argument("--cpu", action="store_true",
                         help="run the processes on the CPU with the gloo backend (a check without GPUs)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.config = args.config or DEFAULT_CONFIG
+    return args
 
 
 def main(argv=None):
@@ -119,9 +116,7 @@ def train(args, rank, world, device):
     from upt_keras.config import ConfigError, load_config, save_config
     from upt_keras.training import build_model, prepare_data
 
-    overrides = list(args.overrides) + ["training.distribution=null"]  # this script IS the distribution
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
+    overrides = train_overrides(args) + ["training.distribution=null"]  # this script IS the distribution
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as err:

@@ -71,6 +71,20 @@ def _add_config_args(p, config_required=False, config_help=None, set_help=None):
                    help=set_help or "override one config value, e.g. --set training.epochs=5 (repeatable)")
 
 
+def add_train_arguments(p):
+    """The arguments that choose a training run, `upt-keras train`'s and the examples': --config (default: the CPU
+    default), --set, --run-dir and --epochs. `train_overrides(args)` folds --epochs into the --set list."""
+    _add_config_args(p, config_help="YAML config (default: the CPU default, 1D Burgers with a 5-minute budget, "
+                     "configs/train_burgers1d.yaml); keys left out take their defaults")
+    p.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
+    p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N")
+
+
+def train_overrides(args):
+    """The config overrides of `add_train_arguments`' arguments: the --set values, then --epochs."""
+    return list(args.overrides) + ([] if args.epochs is None else [f"training.epochs={args.epochs}"])
+
+
 def _add_verbose(p):
     p.add_argument("--verbose", "-v", type=int, choices=(0, 1, 2), default=None,
                    help="Keras progress output: 1 progress bars, 2 one line per epoch, 0 silent (default: 1 on a "
@@ -95,13 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and write config, checkpoints, history, metrics and figures into the run directory. "
                        "Rerunning an interrupted command resumes it; a run directory in use by another training, "
                        "or holding a finished run, is refused (--overwrite replaces a finished run).")
-    _add_config_args(p, config_help="YAML config (default: the CPU default, 1D Burgers with a 5-minute budget, "
-                     "configs/train_burgers1d.yaml); keys left out take their defaults")
-    p.add_argument("--run-dir", help="output folder (default: output.run_dir of the config)")
+    add_train_arguments(p)
     p.add_argument("--overwrite", action="store_true",
                    help="replace the finished or interrupted run in the run directory (its model, metrics, history, "
                    "figures, evaluation and rollout folders) instead of refusing or resuming")
-    p.add_argument("--epochs", type=_positive_int, help="shortcut for --set training.epochs=N")
     _add_verbose(p)
 
     p = sub.add_parser("evaluate", help="test metrics and figures of a saved model",
@@ -232,10 +243,7 @@ def _load_cfg(config, overrides):
 def _cmd_train(args):
     from upt_keras.configs import DEFAULT_CONFIG
 
-    overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"training.epochs={args.epochs}")
-    cfg = _load_cfg(args.config or DEFAULT_CONFIG, overrides)  # checked before any framework is imported
+    cfg = _load_cfg(args.config or DEFAULT_CONFIG, train_overrides(args))  # checked before any framework is imported
     run_dir = args.run_dir or cfg.output.run_dir
     created = run_dirs.make_folder(run_dir, "run directory")
     try:
