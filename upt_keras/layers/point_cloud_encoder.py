@@ -44,11 +44,9 @@ def interpolate_from_points(values, positions, coords, neighbours=12, periodic=F
             offsets = offsets - ops.round(offsets)
         neg_d2, idx = ops.top_k(-ops.sum(ops.square(offsets), axis=-1), k=k)  # (B, q, k), nearest first
         q = ops.shape(idx)[1]
-        flat = ops.reshape(idx, (batch, -1, 1))
-        near = ops.reshape(ops.take_along_axis(values, flat, axis=1), (batch, q, k, channels))
-        rel = ops.reshape(ops.take_along_axis(positions, flat, axis=1), (batch, q, k, dim)) - where[:, :, None, :]
-        if periodic:
-            rel = rel - ops.round(rel)
+        near = ops.reshape(ops.take_along_axis(values, ops.reshape(idx, (batch, -1, 1)), axis=1),
+                           (batch, q, k, channels))
+        rel = ops.take_along_axis(offsets, ops.broadcast_to(idx[..., None], (batch, q, k, dim)), axis=2)  # wrapped
         h2 = ops.maximum(-neg_d2[..., -1:], 1e-20)  # the farthest neighbour's squared distance, (B, q, 1)
         rel = rel / ops.sqrt(h2)[..., None]
         weights = 1.0 / ops.square(-neg_d2 / h2 + 1e-6)  # (B, q, k)

@@ -47,8 +47,8 @@ class UPT(keras.Model):
         super().__init__(**kwargs)
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
         self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape)
-        self.num_fields, self.residual, self.residual_neighbours = encoder.num_channels, bool(residual), \
-            int(residual_neighbours)
+        self.num_fields, self.residual = encoder.num_channels, bool(residual)
+        self.residual_neighbours = int(residual_neighbours)
         for key, value in (("decode_chunk_size", decode_chunk_size), ("residual_neighbours", residual_neighbours)):
             if int(value) < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
@@ -152,19 +152,17 @@ class UPT(keras.Model):
         interpolated). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid. With `positions`, `fields` are
         at those points and read at `coords` by `interpolate_from_points` (exact at the points)."""
         batch = ops.shape(fields)[0]
+        on_grid = (batch,) + self.grid_shape + (self.num_fields,)
         if positions is not None:  # u_t at the points, interpolated to the others
-            where = self.grid_coords if coords is None else coords
-            start = interpolate_from_points(fields, positions, where, self.residual_neighbours,
-                                            getattr(self.encoder, "periodic", False))
-            out = start - self.decode(z, where, gradients=True)
-            if coords is None and not flat:
-                return ops.reshape(out, (batch,) + self.grid_shape + (self.num_fields,))
-            return out
-        grid = ops.reshape(ops.cast(fields, "float32"), (batch,) + self.grid_shape + (self.num_fields,))
-        if idx is not None:
-            start = ops.take(ops.reshape(grid, (batch, self.num_points, self.num_fields)), idx, axis=1)
+            start = interpolate_from_points(fields, positions, self.grid_coords if coords is None else coords,
+                                            self.residual_neighbours, getattr(self.encoder, "periodic", False))
+            start = ops.reshape(start, on_grid) if coords is None else start
         else:
-            start = grid if coords is None else interpolate_on_grid(grid, coords)
+            grid = ops.reshape(ops.cast(fields, "float32"), on_grid)
+            if idx is not None:
+                start = ops.take(ops.reshape(grid, (batch, self.num_points, self.num_fields)), idx, axis=1)
+            else:
+                start = grid if coords is None else interpolate_on_grid(grid, coords)
         out = start - self.decode(z, coords, gradients=True)
         return ops.reshape(out, (batch, self.num_points, self.num_fields)) if flat and coords is None else out
 

@@ -257,9 +257,8 @@ def prepare_data(cfg: Config, splits=("train", "val", "test", "rollout"), progre
             tests = dict(source=grid, positions=positions["test"], inputs=arrays["test"])
         train = None
         if "train" in splits:
-            subset = {"input_fraction": d.input_points_fraction} if points is not None else {}
             train = PairDataset(arrays["train"], None, shuffle=True, seed=cfg.seed, positions=positions.get("train"),
-                                **subset, **common, **k_step)
+                                input_fraction=d.input_points_fraction, **common, **k_step)
         val = None
         if "val" in splits and split["val"].size:
             # validation compares one-step predictions unless the objective's other terms are asked for
