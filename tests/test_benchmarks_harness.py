@@ -103,6 +103,21 @@ def test_memory():
     assert sampler.peak - before > 32
 
 
+def test_accuracy_variants_are_valid_config_overrides():
+    """Every variant of `accuracy_variants.yaml` is a list of overrides that the accuracy config accepts."""
+    import yaml
+
+    from upt_keras.config import load_config
+
+    variants = yaml.safe_load((BENCHMARKS / "accuracy_variants.yaml").read_text())
+    assert variants["default"] == []
+    config = BENCHMARKS.parent / "configs" / "train_burgers1d.yaml"
+    for name, overrides in variants.items():
+        assert isinstance(name, str) and isinstance(overrides, list), name
+        assert all(isinstance(o, str) and "=" in o for o in overrides), name
+        load_config(str(config), overrides)  # raises on an unknown key or a bad value
+
+
 def _benchmark_imports(name):
     """The benchmark modules that `benchmarks/<name>.py` imports, at module level or inside a function."""
     found = set()

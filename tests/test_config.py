@@ -282,7 +282,7 @@ def test_shipped_configs_fit_their_grids():
     assert c2.training.query_sampling.num_queries == 2048 and c2.training.batch_size == 10
 
     # the 2D CPU default carries the 1D default's recipe: residual, zero-initialised local model, reconstruction,
-    # 2-step loss, step-normalised consistency, a time budget; Q = 1024 stratified queries of the 4096 points
+    # 2-step loss, step-normalised consistency, a time budget; Q = 256 stratified queries of the 4096 points
     d2 = load_config(os.path.join(REPO, "configs", "train_burgers2d.yaml"))
     validate_for_grid(d2, (64, 64))
     assert d2.model.preset == "b2d" and d2.model.residual and d2.model.approximator_zero_init
@@ -290,7 +290,7 @@ def test_shipped_configs_fit_their_grids():
     assert d2.training.rollout_loss_steps == 2 and d2.training.lambda_latent_consistency > 0
     assert (d2.training.lambda_inv_enc, d2.training.lambda_inv_dec) == (1, 0) and d2.training.time_budget_seconds
     qs2 = d2.training.query_sampling
-    assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (1024, "stratified")
+    assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (256, "stratified") and d2.training.batch_size == 8
 
 
 def test_light_modules_import_no_framework():

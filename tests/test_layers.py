@@ -131,6 +131,11 @@ def test_torch_attention_takes_transposed_views_without_copies():
     names = {event.key for event in prof.key_averages()}
     # `ops.dot_product_attention` calls .contiguous() on q, k and v (and a copy follows to reshape its output)
     assert "aten::contiguous" not in names, sorted(n for n in names if "contig" in n or "clone" in n)
+    # with a bias on the CPU: two matmuls, not the fused kernel's generic path with its check of every row for -inf
+    assert "aten::isneginf" not in names and "aten::bmm" in names, sorted(names)
+    with profile() as prof:
+        layer(x, context).sum().backward()
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in {event.key for event in prof.key_averages()}
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX CPU path of the attention")

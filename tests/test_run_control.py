@@ -322,3 +322,28 @@ def test_validation_terms_all_adds_the_objectives_terms(small_file, tmp_path):
     training.train(cfg, run_dir=str(tmp_path), verbose=0)
     row = _rows(tmp_path / "history.csv")[0]
     assert math.isfinite(float(row["val_inv_enc_loss"])) and math.isfinite(float(row["val_forward_loss"]))
+
+
+def test_the_budget_reserves_validation_and_test_at_their_own_measured_rates(small_file, tmp_path, capsys,
+                                                                            monkeypatch):
+    # a point cloud validates at its points and is tested on the full grid: the two rates differ, and each estimate
+    # must use its own (one test batch's rate for both had a points run keep ~35 s for an ~11 s validation)
+    from upt_keras.training import pipeline
+
+    seen = {}
+    prepared = pipeline.prepare_data
+
+    def remember(cfg, *args, **kwargs):
+        seen["data"] = prepared(cfg, *args, **kwargs)
+        return seen["data"]
+
+    monkeypatch.setattr(pipeline, "prepare_data", remember)
+    monkeypatch.setattr(pipeline, "_seconds_per_pair", lambda model, source: 0.5 if source is seen["data"].val else 0.01)
+    cfg = cfg_for(small_file, "training.epochs=1", "training.time_budget_seconds=1000")
+    training.train(cfg, run_dir=str(tmp_path), verbose=2)
+    line = capsys.readouterr().out.split("time budget:")[1].split("\n")[0]
+    data = seen["data"]
+    per_validation = float(line.split("s per validation")[0].split("~")[-1])
+    test_evaluation = float(line.split("s for the test evaluation")[0].split("~")[-1])
+    assert per_validation == pytest.approx(0.5 * data.val.num_pairs, abs=0.06)
+    assert test_evaluation == pytest.approx(pipeline._evaluation_estimate(data, 0.01), abs=0.06)

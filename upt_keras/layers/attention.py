@@ -1,6 +1,7 @@
 """Multi-head attention (`Attention`) and the attention function every block uses.
 
-Attention is torch's fused kernel on the torch backend (called on transposed views, without copies),
+Attention is torch's fused kernel on the torch backend (called on transposed views, without copies; with a bias,
+on the CPU, while training: two matmuls),
 `keras.ops.dot_product_attention` on TensorFlow and on JAX with an accelerator (XLA, cuDNN), and the explicit form
 (two einsums, softmax in float32) on JAX without one, where it is both the faster and the only differentiable form in
 float16/bfloat16.
@@ -47,20 +48,26 @@ def scaled_dot_product_attention(q, k, v, bias=None):
 
 
 def _torch_attention(q, k, v, bias=None):
-    """torch's fused attention on (B, heads, T, d) views of the (B, T, heads, d) inputs.
+    """torch attention on (B, heads, T, d) views of the (B, T, heads, d) inputs.
 
-    `ops.dot_product_attention` makes contiguous (B, heads, T, d) copies of q, k and v before calling the same
-    kernel, and its output then needs another copy to be reshaped back to (B, T, D); the CPU flash kernel takes
-    the transposed views as they are and writes its output in (B, T, heads, d) order, so nothing is copied (on
-    the B64 training step those copies were ~0.2 s of ~3.5 s on CPU: `benchmarks/results/results_b64_profile.md`).
+    Without a bias, torch's fused kernel: `ops.dot_product_attention` makes contiguous (B, heads, T, d) copies of
+    q, k and v before calling it, and its output then needs another copy to be reshaped back to (B, T, D); the CPU
+    flash kernel takes the transposed views as they are and writes its output in (B, T, heads, d) order, so nothing
+    is copied (on the B64 training step those copies were ~0.2 s of ~3.5 s on CPU:
+    `benchmarks/results/results_b64_profile.md`). With a bias (the locality biases), on the CPU and with autograd on,
+    two matmuls and a float32 softmax: there torch's kernel takes a float mask through a generic path that also
+    checks every row for -inf (5% of the 1D and 2D CPU defaults' training steps, measured on one core); without
+    autograd (inference, rollouts) the fused kernel is the faster one (1.7x on a full-grid 2D rollout).
     """
+    import torch
     import torch.nn.functional as F
 
-    q, k, v = (ops.convert_to_tensor(t) for t in (q, k, v))
-    if bias is not None:
-        bias = ops.convert_to_tensor(bias, q.dtype)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
-    return out.transpose(1, 2)
+    q, k, v = (ops.convert_to_tensor(t).transpose(1, 2) for t in (q, k, v))
+    if bias is None or q.device.type != "cpu" or not torch.is_grad_enabled():
+        bias = None if bias is None else ops.convert_to_tensor(bias, q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2)
+    logits = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5 + ops.convert_to_tensor(bias).float()
+    return torch.matmul(torch.softmax(logits, dim=-1).to(v.dtype), v).transpose(1, 2)
 
 
 def explicit_attention(q, k, v, bias=None):

@@ -223,15 +223,15 @@ def _data_line(cfg: Config, data) -> str:
     return f"data: {'; '.join(parts)}{where}"
 
 
-def _seconds_per_pair(model, data) -> float:
-    """Measured wall seconds of one predicted pair (one full-grid forward pass): the median of three calls on one
-    test batch (what the estimate is for: a point cloud's test pairs decode the full grid, its validation pairs
-    its points only), after a first call (which compiles)."""
-    from upt_keras.backend import inference_mode
-
+def _seconds_per_pair(model, source) -> float:
+    """Measured wall seconds of one predicted pair of the split `source` (a `PairDataset`): the median of three
+    calls on its first batch, after a first call (which compiles). Validation and test are measured apart: a point
+    cloud validates at its points and is tested on the full grid."""
     import statistics
 
-    source = data.test if data.test is not None else data.val
+    from upt_keras.backend import inference_mode
+    from upt_keras.data.pipeline import batch_size_of
+
     x = source[0][0]
     times = []
     with inference_mode():
@@ -240,8 +240,6 @@ def _seconds_per_pair(model, data) -> float:
             start = time.perf_counter()
             keras.ops.convert_to_numpy(model.predict_on_batch(x))
             times.append(time.perf_counter() - start)
-    from upt_keras.data.pipeline import batch_size_of
-
     return statistics.median(times) / max(batch_size_of(x), 1)
 
 
@@ -356,22 +354,27 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                  f"{len(data.train)} (global step {saved.get('step', '?')}), {state.seconds_used_before:.0f} s "
                  "used so far", verbose)
 
-        seconds_per_pair = _seconds_per_pair(model, data)
-        eval_estimate = _evaluation_estimate(data, seconds_per_pair)
+        # seconds per predicted pair, measured on a test batch and on a validation batch
+        rates = {name: _seconds_per_pair(model, getattr(data, name)) for name in ("test", "val")
+                 if getattr(data, name) is not None}
+        test_rate = rates.get("test", rates.get("val", 0.0))
+        val_rate = rates.get("val", test_rate)
+        eval_estimate = _evaluation_estimate(data, test_rate)
         deadline = reserve = None
         holder = {}
         if t.time_budget_seconds is not None:
             deadline = state.start - state.seconds_used_before + t.time_budget_seconds
 
             def reserve():
-                # the test evaluation and one validation, at the rate the last validation measured when there was one
+                # the test evaluation and one validation; once a validation has run, its measured time (and, when
+                # it ran slower than measured before training, the test evaluation's rate scaled alike)
                 val = holder.get("validation")
                 if val is None:
                     return eval_estimate
-                rate = seconds_per_pair
+                rate = test_rate
                 if val.last_seconds is not None and val.num_pairs:
-                    rate = max(rate, val.last_seconds / val.num_pairs)
-                return _evaluation_estimate(data, rate) + val.estimate_seconds(rate)
+                    rate = max(rate, val.last_seconds / val.num_pairs * test_rate / max(val_rate, 1e-12))
+                return _evaluation_estimate(data, rate) + val.estimate_seconds(val_rate)
 
         extra_callbacks = list(callbacks or [])
         callbacks = make_callbacks(cfg, run_dir, resume=saved is not None, best_so_far=best_so_far, data=data,
@@ -389,13 +392,13 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                      f"{t.time_budget_seconds - state.elapsed():.0f} s left of training.time_budget_seconds="
                      f"{t.time_budget_seconds:g}: the run will train one step and overrun; lower data.max_val_samples, "
                      "data.max_test_samples or data.rollout_steps, or raise the budget", verbose)
-            val_text = (f"~{validation.estimate_seconds(seconds_per_pair):.1f} s per validation "
+            val_text = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation "
                         f"({validation.num_pairs} pairs); " if validation is not None else "")
             _say(f"time budget: {t.time_budget_seconds:g} s of wall time for the whole run, {state.elapsed():.1f} s "
                  f"used (data, calibration{', earlier runs' if saved else ''}); training stops in time for "
                  f"{val_text}~{eval_estimate:.1f} s for the test evaluation", verbose)
         elif validation is not None:
-            _say(f"validation: {validation.num_pairs} pairs, ~{validation.estimate_seconds(seconds_per_pair):.1f} s "
+            _say(f"validation: {validation.num_pairs} pairs, ~{validation.estimate_seconds(val_rate):.1f} s "
                  f"each; test evaluation ~{eval_estimate:.1f} s", verbose)
 
         fit_start = time.monotonic()
