@@ -264,6 +264,7 @@ def test_shipped_configs_fit_their_grids():
     assert (c1.training.lambda_inv_enc, c1.training.lambda_inv_dec, c1.training.inverse_loss_max_weight) == (1, 0, 1)
     assert c1.training.time_budget_seconds == 300
     assert not c1.training.query_sampling.enabled
+    assert c1.training.batch_size == 8  # more, cheaper steps (benchmarks/results/results_accuracy_1d_pdes.md)
 
     full = load_config(os.path.join(REPO, "configs", "train_burgers_upt_full.yaml"))
     validate_for_grid(full, (256,))
@@ -291,6 +292,12 @@ def test_shipped_configs_fit_their_grids():
     assert (d2.training.lambda_inv_enc, d2.training.lambda_inv_dec) == (1, 0) and d2.training.time_budget_seconds
     qs2 = d2.training.query_sampling
     assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (256, "stratified") and d2.training.batch_size == 8
+
+    # the point-cloud config: the grid recipe on scattered points, 512 uniform queries, batches of 8
+    p2 = load_config(os.path.join(REPO, "configs", "train_points2d.yaml"))
+    qsp = p2.training.query_sampling
+    assert p2.model.preset == "points64" and p2.model.residual and p2.data.input_points_fraction == 0.5
+    assert qsp.enabled and (qsp.num_queries, qsp.strategy) == (512, "uniform") and p2.training.batch_size == 8
 
 
 def test_light_modules_import_no_framework():

@@ -210,3 +210,28 @@ def test_keras_file_round_trip(tmp_path):
     np.testing.assert_array_equal(nxt, to_numpy(model.objective.query_sampler.sample()))
     assert not np.array_equal(nxt, first)
     loaded.fit(x, x, epochs=1, verbose=0)  # the compiled state came back and trains on
+
+
+def test_fields_at_reads_the_start_of_a_residual_prediction_every_way():
+    from upt_keras.layers import grid_coordinates
+    from upt_keras.models.fields import fields_at
+
+    rng = np.random.default_rng(0)
+    grid_shape = (8, 4)
+    u = rng.normal(size=(2,) + grid_shape + (3,)).astype("float32")
+    flat = u.reshape(2, 32, 3)
+    coords = grid_coordinates(grid_shape)
+    np.testing.assert_array_equal(to_numpy(fields_at(u, grid_shape)), u)  # the whole grid, as it is
+    np.testing.assert_array_equal(to_numpy(fields_at(flat, grid_shape)), u)  # (B, N, C) on the grid
+    idx = np.array([5, 0, 31], "int32")
+    np.testing.assert_array_equal(to_numpy(fields_at(u, grid_shape, coords[idx], idx=idx)), flat[:, idx])
+    # interpolated at grid points: the values there; half-way between two points of a row: their mean
+    np.testing.assert_allclose(to_numpy(fields_at(u, grid_shape, coords[idx])), flat[:, idx], atol=1e-5)
+    mid = ((coords[1] + coords[2]) / 2)[None]
+    np.testing.assert_allclose(to_numpy(fields_at(u, grid_shape, mid))[:, 0], (flat[:, 1] + flat[:, 2]) / 2,
+                               atol=1e-5)
+    # from scattered points: exact at those points, and a (B, *grid, C) field when read on the whole grid
+    positions = np.broadcast_to(coords, (2, 32, 2)).astype("float32")
+    at_points = to_numpy(fields_at(flat, grid_shape, positions[:, :6], positions=positions, periodic=True))
+    np.testing.assert_allclose(at_points, flat[:, :6], atol=1e-3)
+    assert to_numpy(fields_at(flat, grid_shape, positions=positions)).shape == (2,) + grid_shape + (3,)

@@ -169,6 +169,22 @@ def check_parts(encoder, approximator, decoder, grid_shape=None):
     return grid_shape
 
 
+def build_unbuilt(encoder, approximator, decoder, grid_shape, num_fields):
+    """Builds whichever of the three parts is not built yet (parts deserialised from a file come built) for fields
+    of `num_fields` channels on `grid_shape` (or at points, for an encoder that does not take a grid)."""
+    grid_shape = tuple(grid_shape)
+    latent_shape, coord_shape = (None,) + tuple(encoder.latent_shape), (None, None, len(grid_shape))
+    if not encoder.built:
+        if encoder.input_kind == "grid":
+            encoder.build((None,) + grid_shape + (num_fields,))
+        else:
+            encoder.build((None, None, num_fields), coord_shape)
+    if not approximator.built:
+        approximator.build(latent_shape)
+    if not decoder.built:
+        decoder.build(latent_shape, coord_shape)
+
+
 def normalisation(field_mean, field_std, num_fields):
     """(mean, std) as lists of `num_fields` floats (defaults 0 and 1); a `ValueError` names what is wrong."""
     mean = [0.0] * num_fields if field_mean is None else [float(v) for v in field_mean]

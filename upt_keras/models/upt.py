@@ -10,8 +10,10 @@ import keras
 from keras import ops
 
 from upt_keras.backend import concat_chunks, inference_mode
-from upt_keras.layers import grid_coordinates, interpolate_from_points, interpolate_on_grid
-from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, check_parts, normalisation, preset
+from upt_keras.layers import grid_coordinates
+from upt_keras.models.fields import fields_at
+from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, build_unbuilt, check_parts, normalisation, preset
+from upt_keras.models.rollout import rollout
 from upt_keras.objectives.upt_objective import UPTObjective
 
 
@@ -74,19 +76,9 @@ class UPT(keras.Model):
         return cls.from_sizes(**dict(preset(name), **kwargs))
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        latent_shape, coord_shape = (None,) + tuple(self.encoder.latent_shape), (None, None, len(self.grid_shape))
-        if not self.encoder.built:  # layers deserialised from a file come built
-            if self.encoder.input_kind == "grid":
-                self.encoder.build((None,) + self.grid_shape + (self.num_fields,))
-            else:
-                self.encoder.build((None, None, self.num_fields), coord_shape)
-        if not self.approximator.built:
-            self.approximator.build(latent_shape)
-        if not self.decoder.built:
-            self.decoder.build(latent_shape, coord_shape)
-        self.built = True
+        if not self.built:
+            build_unbuilt(self.encoder, self.approximator, self.decoder, self.grid_shape, self.num_fields)
+            self.built = True
 
     # ------------------------------------------------------------------------------------------------ the method
     def field_stats(self):
@@ -148,23 +140,13 @@ class UPT(keras.Model):
 
     def start_correction(self, fields, z, coords=None, idx=None, flat=False, positions=None):
         """`u_t - decode(z_t)` at `coords` (default: the grid), with gradients: what a residual model adds to each
-        decoded latent. `idx`: the flat grid indices of `coords` when they are grid points (u_t is read there, not
-        interpolated). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid. With `positions`, `fields` are
-        at those points and read at `coords` by `interpolate_from_points` (exact at the points)."""
-        batch = ops.shape(fields)[0]
-        on_grid = (batch,) + self.grid_shape + (self.num_fields,)
-        if positions is not None:  # u_t at the points, interpolated to the others
-            start = interpolate_from_points(fields, positions, self.grid_coords if coords is None else coords,
-                                            self.residual_neighbours, getattr(self.encoder, "periodic", False))
-            start = ops.reshape(start, on_grid) if coords is None else start
-        else:
-            grid = ops.reshape(ops.cast(fields, "float32"), on_grid)
-            if idx is not None:
-                start = ops.take(ops.reshape(grid, (batch, self.num_points, self.num_fields)), idx, axis=1)
-            else:
-                start = grid if coords is None else interpolate_on_grid(grid, coords)
+        decoded latent. `u_t` is read there by `fields_at` (`idx`: the flat grid indices of `coords`; `positions`:
+        where `fields` are given, for point clouds). `flat`: (B, N, C) instead of (B, *grid, C) on the full grid."""
+        start = fields_at(fields, self.grid_shape, coords, idx, positions, self.residual_neighbours,
+                          getattr(self.encoder, "periodic", False))
         out = start - self.decode(z, coords, gradients=True)
-        return ops.reshape(out, (batch, self.num_points, self.num_fields)) if flat and coords is None else out
+        flat = flat and coords is None
+        return ops.reshape(out, (ops.shape(out)[0], self.num_points, self.num_fields)) if flat else out
 
     def predict_from_latents(self, fields, z, z_next, coords=None, gradients=False, positions=None):
         """u_{t+1} at `coords` (default: the grid) from `z_t = encode(u_t)` (of `fields`, at `positions` when
@@ -175,11 +157,9 @@ class UPT(keras.Model):
     def call(self, inputs, coords=None, training=False):
         """One step: u_t -> u_{t+1} on the grid, or at `coords` ((Q, d) or (B, Q, d)).
 
-        `inputs`: fields on the grid, or a dict `{"fields", "positions" (point clouds), "coords"}`.
-        While training, `fit` hands the output to `compute_loss` only, and the objective decodes at the points it
-        samples: there the output is the latent step `{"z": z_t, "z_next": z_t+1}`. (Returning fields there too
-        made torch, whose train_step runs the forward before `compute_loss`, pay for an unused decode of every
-        point: 12-47% more per step of the 1D default, measured.)
+        `inputs`: fields on the grid, or a dict `{"fields", "positions" (point clouds), "coords"}`. While training
+        the output is the latent step `{"z": z_t, "z_next": z_t+1}` for `compute_loss`, whose objective decodes at
+        the points it samples (why: docs/architecture.md).
         """
         fields, positions = self.split_inputs(inputs)
         coords = self.output_coords(inputs, coords)
@@ -192,34 +172,8 @@ class UPT(keras.Model):
     def rollout(self, inputs, num_steps, mode="latent", coords=None, decode_steps=None):
         """`num_steps` steps from `inputs` (what `call` takes): a numpy array (B, K, *grid, C), or (B, K, Q, C) at
         `coords`. `mode="latent"`: encode once, step `num_steps` times, decode only the `decode_steps` (1-based,
-        default all); `"physical"`: decode the full grid and re-encode after every step. A dict input's `"coords"`
-        (B, Q, d) are used as `coords`."""
-        if mode not in ("latent", "physical"):
-            raise ValueError(f"rollout mode must be 'latent' or 'physical', got {mode!r}")
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        wanted = set(range(1, num_steps + 1) if decode_steps is None else decode_steps)
-        if not wanted or min(wanted) < 1 or max(wanted) > num_steps:
-            raise ValueError(f"decode_steps must lie in [1, {num_steps}], got {sorted(wanted)}")
-        fields, positions = self.split_inputs(inputs)
-        coords = self.output_coords(inputs, coords)
-        frames = []
-        with inference_mode():  # no autograd graph across the steps
-            z = self.encode(ops.convert_to_tensor(fields, "float32"), positions)
-            base = (self.start_correction(fields, z, coords, positions=positions)
-                    if self.residual and mode == "latent" else 0.0)
-            for k in range(1, num_steps + 1):
-                z_next = self.step(z)
-                if mode == "physical":
-                    if k in wanted and coords is not None:
-                        frames.append(self.predict_from_latents(fields, z, z_next, coords, positions=positions))
-                    fields = self.predict_from_latents(fields, z, z_next, positions=positions)
-                    frames += [fields] if k in wanted and coords is None else []
-                    z_next, positions = self.encode_grid(fields), None  # from here on the fields are on the grid
-                elif k in wanted:
-                    frames.append(self.decode(z_next, coords) + base)
-                z = z_next
-        return np.stack([ops.convert_to_numpy(f) for f in frames], axis=1)
+        default all); `"physical"`: decode the full grid and re-encode after every step (`models.rollout`)."""
+        return rollout(self, inputs, num_steps, mode, coords, decode_steps)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return self.objective(self, x, y, y_pred, training=training)
@@ -234,8 +188,8 @@ class UPT(keras.Model):
         config.update({name: keras.saving.serialize_keras_object(getattr(self, name))
                        for name in ("encoder", "approximator", "decoder", "objective")})
         config.update(dt=self.dt, field_mean=list(self.field_mean), field_std=list(self.field_std),
-                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape), residual=self.residual,
-                      residual_neighbours=self.residual_neighbours)
+                      decode_chunk_size=self.decode_chunk_size, grid_shape=list(self.grid_shape),
+                      residual=self.residual, residual_neighbours=self.residual_neighbours)
         return config
 
     @classmethod
