@@ -2,7 +2,8 @@
 per data set and the ablation table, from the results JSON payloads of one or more runs.
 
 A payload is `{"meta": {...}, "results": [row, ...]}` as `bench_accuracy.py --out` writes it; a row with an `fno`
-entry goes to the peer tables, one without to the ablation table. The figures are written next to the report.
+entry goes to the peer tables, one without to the ablation table. The figures are written next to the report and
+named after it (`<report>_<data set>.png`).
 """
 
 import json
@@ -78,6 +79,7 @@ def write_report(payloads, md_path):
                              f"| {fmt(f['rollout'])} |")
             lines.append("")
         md_dir = os.path.dirname(os.path.abspath(md_path))
+        stem = os.path.splitext(os.path.basename(md_path))[0]
         for dataset in dict.fromkeys(r["dataset"] for r in peers):
             # the longest budget of the first variant run on this data set
             first = next(r["variant"] for r in peers if r["dataset"] == dataset)
@@ -87,7 +89,7 @@ def write_report(payloads, md_path):
                       "UPT physical": last["upt"]["physical"]["nrmse_per_step"],
                       "FNO": last["fno"]["rollout"]["nrmse_per_step"],
                       "identity": last["upt"]["identity"]["nrmse_per_step"]}
-            png = f"results_accuracy_{dataset}.png"
+            png = f"{stem}_{dataset}.png"  # named after the report, so that reports do not share figures
             plot_rollout_error(curves, os.path.join(md_dir, png),
                                title=f"{dataset}: rollout nRMSE after {last['budget']:g} s of training")
             lines += [f"![{dataset} rollout]({png})", ""]

@@ -162,3 +162,26 @@ def _has(module):
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def _accuracy_row(dataset, one_step, fno_one_step):
+    curve = {"nrmse_mean": 0.1, "nrmse_last": 0.2, "nrmse_per_step": [0.05, 0.1, 0.2]}
+    return {"dataset": dataset, "budget": 300.0, "variant": "default",
+            "upt": {"one_step": one_step, "identity_one_step": 0.03, "train_steps": 10, "latent": curve,
+                    "physical": curve, "identity": curve,
+                    "timing": {"latent_all_frames": 1.0, "latent_last_frame": 0.5, "physical": 2.0}},
+            "fno": {"one_step": fno_one_step, "train_steps": 12, "rollout": curve, "timing": {"rollout": 1.5}}}
+
+
+def test_accuracy_reports_name_their_figures_after_themselves(tmp_path):
+    """Two reports on the same data set write two figures: one never overwrites the other's."""
+    pytest.importorskip("matplotlib")
+    from accuracy_report import write_report
+
+    meta = {"command": "bench", "machine": "m", "keras": "3", "backend": "torch", "date": "d"}
+    write_report([{"meta": meta, "results": [_accuracy_row("b1d", 0.005, 0.01)]}], str(tmp_path / "first.md"))
+    write_report([{"meta": meta, "results": [_accuracy_row("b1d", 0.004, 0.01)]}], str(tmp_path / "second.md"))
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["first_b1d.png", "second_b1d.png"]
+    first, second = (tmp_path / "first.md").read_text(), (tmp_path / "second.md").read_text()
+    assert "![b1d rollout](first_b1d.png)" in first and "| 0.50x |" in first
+    assert "![b1d rollout](second_b1d.png)" in second and "| 0.40x |" in second

@@ -264,7 +264,7 @@ def test_shipped_configs_fit_their_grids():
     assert (c1.training.lambda_inv_enc, c1.training.lambda_inv_dec, c1.training.inverse_loss_max_weight) == (1, 0, 1)
     assert c1.training.time_budget_seconds == 300
     assert not c1.training.query_sampling.enabled
-    assert c1.training.batch_size == 8  # more, cheaper steps (benchmarks/results/results_accuracy_1d_pdes.md)
+    assert c1.training.batch_size == 8  # more, cheaper steps (benchmarks/results/results_accuracy_1d_b8.md)
 
     full = load_config(os.path.join(REPO, "configs", "train_burgers_upt_full.yaml"))
     validate_for_grid(full, (256,))
