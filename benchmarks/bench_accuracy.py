@@ -184,19 +184,6 @@ def run_variants(args, dataset, budget, variants):
     return results
 
 
-def _command_line(argv, backend):
-    """The command as recorded in the results: without the local --run-root / --data-dir / --out / --report paths."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in ("--run-root", "--data-dir", "--out", "--report"):
-            skip = True
-        else:
-            kept.append(arg)
-    return f"KERAS_BACKEND={backend} python benchmarks/bench_accuracy.py " + " ".join(kept)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS) + sorted(PDE_SETS), default=["b1d", "sines"])
@@ -256,7 +243,7 @@ def main():
 
         meta = {"date": str(datetime.date.today()), "machine": f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} cores", "keras": keras.__version__, "backend": args.backend,
-                "command": _command_line(sys.argv[1:], args.backend)}
+                "command": harness.command_line("bench_accuracy.py", backend=args.backend)}
         harness.write_json(args.out, {"meta": meta, "results": all_results})
         if args.report:
             write_report([{"meta": meta, "results": all_results}], args.report)

@@ -239,7 +239,7 @@ def main(argv=None):
     if args.child:
         child(args)
         return
-    command = "python benchmarks/bench_b64.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = harness.command_line("bench_b64.py", argv, local=())
     info = harness.machine_info()
     start = time.perf_counter()
     results, groups = [], []

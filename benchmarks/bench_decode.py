@@ -133,10 +133,9 @@ def main(argv=None):
             result = run_row(backend, points, args)
             print(json.dumps(result), flush=True)
             results.append(result)
-    command = "python benchmarks/bench_decode.py " + " ".join(
-        a for a in (argv if argv is not None else sys.argv[1:]))
+    command = harness.command_line("bench_decode.py", argv)
     info = harness.machine_info()
-    text = render(results, info, command.strip())
+    text = render(results, info, command)
     print(text)
     if args.out:
         harness.write_text(args.out, text)

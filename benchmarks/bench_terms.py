@@ -96,13 +96,12 @@ def main(argv=None):
         results[name] = harness.run_function(child, config, overrides, args.steps, args.warmup, args.repeats,
                                              args.batch, env=env, core=core)
         print(f"{name:38s} {results[name]['seconds'] * 1e3:7.1f} ms per step", flush=True)
-    command = f"KERAS_BACKEND={backend} python benchmarks/bench_terms.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    text = render(results, harness.machine_info(), command.strip(), args.config, args.batch)
+    command = harness.command_line("bench_terms.py", argv, backend)
+    text = render(results, harness.machine_info(), command, args.config, args.batch)
     print(text)
     if args.out:
         harness.write_text(args.out, text)
-        harness.write_json(os.path.splitext(args.out)[0] + ".json", dict(command=command.strip(), rows=results))
+        harness.write_json(os.path.splitext(args.out)[0] + ".json", dict(command=command, rows=results))
     return 0
 
 

@@ -287,6 +287,23 @@ def machine_line(info=None):
             f"Python {info['python']}, {versions}; {info['date']}.")
 
 
+def command_line(script, argv=None, backend=None, local=("--run-root", "--data-dir", "--out", "--report")):
+    """The command a results file records: `[KERAS_BACKEND=<backend> ]python benchmarks/<script> <args>`, the
+    arguments being `argv` (default: this process's), without the `local` options (paths of this machine) and their
+    values."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in local:
+            skip = True
+        elif arg.split("=", 1)[0] not in local:
+            kept.append(arg)
+    prefix = f"KERAS_BACKEND={backend} " if backend else ""
+    return " ".join([f"{prefix}python benchmarks/{script}"] + kept)
+
+
 def markdown_table(header, rows, align=None):
     """Lines of a markdown table; `align` is one of "l", "r" per column (default: plain `---`)."""
     marks = {"l": "---", "r": "---:", None: "---"}

@@ -36,6 +36,14 @@ def test_markdown_table():
     assert harness.markdown_table(["x"], [])[1] == "|---|"
 
 
+def test_command_line_records_the_arguments_without_local_paths():
+    argv = ["--datasets", "b1d", "--out", "/somewhere/x.json", "--run-root=/tmp/r", "--budgets", "60"]
+    assert harness.command_line("bench_accuracy.py", argv, backend="jax") == (
+        "KERAS_BACKEND=jax python benchmarks/bench_accuracy.py --datasets b1d --budgets 60")
+    assert harness.command_line("bench_b64.py", ["--out", "a.md"], local=()) == "python benchmarks/bench_b64.py --out a.md"
+    assert harness.command_line("bench_terms.py", []) == "python benchmarks/bench_terms.py"
+
+
 def test_machine_line_names_cpu_cores_date_and_packages():
     info = dict(cpu="Some CPU", cores=2, ram_gib=8.0, python="3.11.0", date="2026-01-02",
                 versions={"keras": "3.0", "jax": "not installed"})

@@ -8,6 +8,7 @@ import keras
 from conftest import BACKEND, FEW_STEPS, tiny_upt, to_numpy, wave_pairs
 from upt_keras import UPT
 from upt_keras.layers import GridEncoder, PointCloudEncoder
+from upt_keras.layers.encoder import split_inputs
 from upt_keras.objectives.losses import field_mse
 
 
@@ -123,7 +124,7 @@ def test_grid_encoder_refuses_positions():
     u, _ = wave_pairs(2)
     with pytest.raises(ValueError, match="positions"):
         model.encode(u, np.zeros((2, 32, 1), "float32"))
-    assert model.split_inputs(u)[1] is None
+    assert split_inputs(u)[1] is None
 
 
 def test_inverse_decoding_from_the_sampled_points_only():

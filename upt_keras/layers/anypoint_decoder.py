@@ -141,3 +141,8 @@ class AnyPointDecoder(keras.layers.Layer):
             }
         )
         return config
+
+
+def output_coords(inputs, coords=None):
+    """Where to predict: the `"coords"` of a dict input when it has them, else `coords` (None: the grid)."""
+    return inputs.get("coords", coords) if isinstance(inputs, dict) else coords

@@ -35,3 +35,8 @@ class Encoder(keras.layers.Layer):
 
     def compute_output_shape(self, fields_shape, positions_shape=None):
         return (fields_shape[0], self.num_latent_tokens, self.latent_dim)
+
+
+def split_inputs(inputs):
+    """(fields, positions) of a model input: a field tensor, or `{"fields", "positions"}` (point clouds)."""
+    return (inputs["fields"], inputs.get("positions")) if isinstance(inputs, dict) else (inputs, None)

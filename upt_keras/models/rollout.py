@@ -5,6 +5,8 @@ import numpy as np
 from keras import ops
 
 from upt_keras.backend import inference_mode
+from upt_keras.layers.anypoint_decoder import output_coords
+from upt_keras.layers.encoder import split_inputs
 
 
 def decode_steps_wanted(num_steps, decode_steps=None):
@@ -27,8 +29,8 @@ def rollout(model, inputs, num_steps, mode="latent", coords=None, decode_steps=N
     if mode not in ("latent", "physical"):
         raise ValueError(f"rollout mode must be 'latent' or 'physical', got {mode!r}")
     wanted = decode_steps_wanted(num_steps, decode_steps)
-    fields, positions = model.split_inputs(inputs)
-    coords = model.output_coords(inputs, coords)
+    fields, positions = split_inputs(inputs)
+    coords = output_coords(inputs, coords)
     frames = []
     with inference_mode():  # no autograd graph across the steps
         z = model.encode(ops.convert_to_tensor(fields, "float32"), positions)

@@ -11,7 +11,9 @@ from keras import ops
 
 from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates
-from upt_keras.models.fields import fields_at
+from upt_keras.layers.anypoint_decoder import output_coords
+from upt_keras.layers.encoder import split_inputs
+from upt_keras.models.fields import fields_at, positive
 from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, build_unbuilt, check_parts, normalisation, preset
 from upt_keras.models.rollout import rollout
 from upt_keras.objectives.upt_objective import UPTObjective
@@ -50,11 +52,8 @@ class UPT(keras.Model):
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
         self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape)
         self.num_fields, self.residual = encoder.num_channels, bool(residual)
-        self.residual_neighbours = int(residual_neighbours)
-        for key, value in (("decode_chunk_size", decode_chunk_size), ("residual_neighbours", residual_neighbours)):
-            if int(value) < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
-        self.dt, self.decode_chunk_size = float(dt), int(decode_chunk_size)
+        self.dt, self.decode_chunk_size = float(dt), positive("decode_chunk_size", decode_chunk_size)
+        self.residual_neighbours = positive("residual_neighbours", residual_neighbours)
         self.field_mean, self.field_std = normalisation(field_mean, field_std, self.num_fields)
         positions = encoder.token_positions  # for the locality biases; None without
         self._token_positions = None if positions is None else np.asarray(positions, "float32")
@@ -84,14 +83,6 @@ class UPT(keras.Model):
     def field_stats(self):
         """(mean, std) per channel, float32 tensors."""
         return tuple(ops.convert_to_tensor(np.asarray(v, "float32")) for v in (self.field_mean, self.field_std))
-
-    def split_inputs(self, inputs):
-        """(fields, positions) of a model input: a field tensor, or `{"fields", "positions"}` (point clouds)."""
-        return (inputs["fields"], inputs.get("positions")) if isinstance(inputs, dict) else (inputs, None)
-
-    def output_coords(self, inputs, coords=None):
-        """Where to predict: the `"coords"` of a dict input when it has them, else `coords` (None: the grid)."""
-        return inputs.get("coords", coords) if isinstance(inputs, dict) else coords
 
     def encode(self, fields, positions=None):
         """Physical fields -> latent tokens (B, T, latent_dim): (B, *grid, C), or (B, N, C) at `positions` (B, N, d).
@@ -161,8 +152,8 @@ class UPT(keras.Model):
         the output is the latent step `{"z": z_t, "z_next": z_t+1}` for `compute_loss`, whose objective decodes at
         the points it samples (why: docs/architecture.md).
         """
-        fields, positions = self.split_inputs(inputs)
-        coords = self.output_coords(inputs, coords)
+        fields, positions = split_inputs(inputs)
+        coords = output_coords(inputs, coords)
         z = self.encode(fields, positions)
         z_next = self.step(z)
         if training:

@@ -38,6 +38,7 @@ from keras import ops
 
 from upt_keras.backend import inference_mode
 from upt_keras.distribute import scale_loss_for_replicas
+from upt_keras.layers.encoder import split_inputs
 from upt_keras.objectives.losses import field_mse, field_relative_l2, latent_mse
 from upt_keras.objectives.sampling import QuerySampler
 from upt_keras.objectives.settings import OBJECTIVE_KEYS, ObjectiveSettings
@@ -196,7 +197,7 @@ class UPTObjective(keras.layers.Layer):
 
     def training_pass(self, model, x, y, latents):
         """The pass every term reads, from the model's training output `latents` = `{"z", "z_next"}`."""
-        fields, positions = model.split_inputs(x)
+        fields, positions = split_inputs(x)
         where = self.target_points(x)
         first, later = self.split_targets(model, y, points=where is not None)
         z, z_next = latents["z"], latents["z_next"]
@@ -332,7 +333,7 @@ class UPTObjective(keras.layers.Layer):
         forward = field_mse(y_pred, first, std)
         self.trackers["forward"].update_state(forward)
         if len(self.trackers) > 1:
-            fields, positions = model.split_inputs(x)
+            fields, positions = split_inputs(x)
             z = model.encode(fields, positions)  # the terms below share one encoding and one latent step
             coords = ops.convert_to_tensor(model.grid_coords) if where is None else where
             p = TrainingPass(fields, positions, [first] + later, z, model.step(z), None, coords, 0.0, y_pred, where)
@@ -353,7 +354,7 @@ class UPTObjective(keras.layers.Layer):
     def inverse_losses(self, model, inputs):
         """Inverse-encoding and inverse-decoding MSE on the full grid, as floats (for evaluation reports)."""
         with inference_mode():
-            fields, positions = model.split_inputs(inputs)
+            fields, positions = split_inputs(inputs)
             fields = ops.convert_to_tensor(fields, "float32")
             z = model.encode(fields, positions)
             coords = ops.convert_to_tensor(model.grid_coords)
