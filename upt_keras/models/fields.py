@@ -24,10 +24,3 @@ def fields_at(fields, grid_shape, coords=None, idx=None, positions=None, neighbo
     if idx is not None:
         return ops.take(ops.reshape(grid, (batch, -1, num_fields)), idx, axis=1)
     return grid if coords is None else interpolate_on_grid(grid, coords)
-
-
-def positive(key, value):
-    """`int(value)`, or a `ValueError` naming `key` when it is below 1."""
-    if int(value) < 1:
-        raise ValueError(f"{key} must be >= 1, got {value}")
-    return int(value)

@@ -13,7 +13,7 @@ from upt_keras.backend import concat_chunks, inference_mode
 from upt_keras.layers import grid_coordinates
 from upt_keras.layers.anypoint_decoder import output_coords
 from upt_keras.layers.encoder import split_inputs
-from upt_keras.models.fields import fields_at, positive
+from upt_keras.models.fields import fields_at
 from upt_keras.models.presets import SIZE_DEFAULTS, build_parts, build_unbuilt, check_parts, normalisation, preset
 from upt_keras.models.rollout import rollout
 from upt_keras.objectives.upt_objective import UPTObjective
@@ -52,8 +52,11 @@ class UPT(keras.Model):
         self.encoder, self.approximator, self.decoder = encoder, approximator, decoder
         self.grid_shape = check_parts(encoder, approximator, decoder, grid_shape)
         self.num_fields, self.residual = encoder.num_channels, bool(residual)
-        self.dt, self.decode_chunk_size = float(dt), positive("decode_chunk_size", decode_chunk_size)
-        self.residual_neighbours = positive("residual_neighbours", residual_neighbours)
+        for key, value in (("decode_chunk_size", decode_chunk_size), ("residual_neighbours", residual_neighbours)):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        self.dt, self.decode_chunk_size = float(dt), int(decode_chunk_size)
+        self.residual_neighbours = int(residual_neighbours)
         self.field_mean, self.field_std = normalisation(field_mean, field_std, self.num_fields)
         positions = encoder.token_positions  # for the locality biases; None without
         self._token_positions = None if positions is None else np.asarray(positions, "float32")
