@@ -2,7 +2,9 @@
 
 For every data set and budget, two worker processes start together, each pinned to its own CPU core with one thread:
 one trains upt-keras through the library's own `training.train` (the config as a user would run it, with only `data.*`
-and the time budget changed), the other a stock neuraloperator `FNO` on the same split. Both are then evaluated on the
+and the time budget changed), the other a stock neuraloperator `FNO` on the same split. The budget is training time
+for both: the FNO's training loop, and the UPT's training with its validations
+(`training.time_budget_covers=training`); reading the data and the test evaluation are outside it on both sides. Both are then evaluated on the
 same test trajectories with the same metric (PDEBench nRMSE in physical units): one-step nRMSE on every test pair, and
 20-step rollouts from frame 0 of every test trajectory (UPT: latent and physical; FNO: autoregressive), with the wall
 time of each rollout.
@@ -90,7 +92,10 @@ def run_upt(args, overrides):
     from upt_keras.config import load_config
     from upt_keras.evaluation import rollout_arrays
 
+    # the budget covers training and its validations, as the FNO's covers its training loop: data, calibration and
+    # the test evaluation are outside both
     cfg = load_config(args.config, list(overrides) + [f"training.time_budget_seconds={args.budget}",
+                                                      "training.time_budget_covers=training",
                                                       "output.plots=false", "data.rollout_steps=20"])
     run_dir = os.path.join(args.run_root, "upt")
     if os.path.exists(run_dir):

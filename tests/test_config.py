@@ -267,6 +267,8 @@ def test_shipped_configs_fit_their_grids():
     assert c1.training.batch_size == 8  # more, cheaper steps (benchmarks/results/results_accuracy_1d_b8.md)
     # the relative L2 error as the forward loss, consistency at 0.3 (benchmarks/results/results_accuracy_1d_relative.md)
     assert c1.training.forward_loss == "relative" and c1.training.lambda_latent_consistency == 0.3
+    # validation on 16 trajectories: the whole split took a third of a 60 s budget on the 512-trajectory sines set
+    assert c1.data.max_val_samples == 16
 
     full = load_config(os.path.join(REPO, "configs", "train_burgers_upt_full.yaml"))
     validate_for_grid(full, (256,))

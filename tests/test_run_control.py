@@ -132,6 +132,58 @@ def test_train_budget_is_wall_time_and_reports_the_cut(small_file, tmp_path, cap
     assert info["wall_seconds"] >= info["train_seconds"] + info["evaluation_seconds"]
 
 
+def test_a_training_budget_counts_training_and_validation_only(small_file, tmp_path, capsys, monkeypatch):
+    # the test evaluation is estimated at 3 s: a 4 s budget of the whole run keeps it back and trains about 1 s, a
+    # 4 s training budget trains (and validates) for 4 s and evaluates afterwards
+    from upt_keras.training import pipeline
+
+    monkeypatch.setattr(pipeline, "_evaluation_estimate", lambda data, rate: 3.0)
+    seconds = {}
+    for covers in ("run", "training"):
+        cfg = cfg_for(small_file, "training.epochs=500", "training.time_budget_seconds=4",
+                      f"training.time_budget_covers={covers}")
+        _, _, metrics = training.train(cfg, run_dir=str(tmp_path / covers), verbose=2)
+        seconds[covers] = metrics["training"]["train_seconds"]
+        assert metrics["training"]["stopped_by_time_budget"]
+    out = capsys.readouterr().out
+    assert "time budget: 4 s of training (training.time_budget_covers: training)" in out
+    assert "(4 s budget for training)" in out
+    assert seconds["run"] < 1.5 and 3.9 <= seconds["training"] < 5.5, seconds
+
+
+def test_the_fitted_schedule_keeps_time_for_validation_and_evaluation(small_file, tmp_path, monkeypatch):
+    from upt_keras.training import pipeline
+
+    seen = []
+    original = pipeline.build_model
+
+    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
+        seen.append((data, schedule_steps))
+        return original(cfg, data, steps_per_epoch, schedule_steps)
+
+    def calibrate(cfg, data, rates=None, **kwargs):
+        rates.update(val=0.05, test=0.01)  # 40 validation pairs: 2 s per validation
+        return 0.1
+
+    monkeypatch.setattr(pipeline, "build_model", spy)
+    monkeypatch.setattr(pipeline, "calibrate_step_seconds", calibrate)
+    monkeypatch.setattr(pipeline, "_evaluation_estimate", lambda data, rate: 10.0)
+    for covers, evaluation in (("training", 0.0), ("run", 10.0)):
+        seen.clear()
+        cfg = cfg_for(small_file, "training.epochs=500", "training.time_budget_seconds=100",
+                      f"training.time_budget_covers={covers}")
+        with pytest.raises(TrainingInterrupted):  # only the schedule is of interest here
+            training.train(cfg, run_dir=str(tmp_path / covers), verbose=0, callbacks=[SignalAt(0, 0)])
+        data, fitted = seen[-1]
+        assert data.val.num_pairs == 40 and len(data.train) == 10
+        # a validation (2 s) every epoch of 10 steps: 0.3 s per step; the last validation and the evaluation first
+        expected = int(0.97 * (100 - 2.0 - evaluation) / (0.1 + 2.0 / 10))
+        if covers == "training":
+            assert fitted == expected
+        else:  # the data and the calibration were counted too
+            assert expected - 3 <= fitted <= expected
+
+
 # ------------------------------------------------------------------------------------------------ interruptions (C)
 
 
@@ -295,7 +347,7 @@ def test_a_resumed_budgeted_run_keeps_its_fitted_schedule(small_file, tmp_path, 
         return original(cfg, data, steps_per_epoch, schedule_steps)
 
     monkeypatch.setattr(pipeline, "build_model", spy)
-    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data: 10.0)  # 0.97 * ~200 / 10 steps
+    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data, **kwargs: 10.0)  # 0.97 * ~200 / 10 steps
     cfg = cfg_for(small_file, "training.epochs=3", "training.time_budget_seconds=200")
     with pytest.raises(TrainingInterrupted):
         training.train(cfg, run_dir=str(tmp_path), verbose=0, callbacks=[SignalAt(0, 2)])

@@ -290,7 +290,7 @@ def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatc
     from upt_keras.training import pipeline  # where `train` looks them up
 
     monkeypatch.setattr(pipeline, "build_model", spy)
-    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data: 0.5)  # a known step time
+    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data, **kwargs: 0.5)  # a known step time
     from upt_keras import evaluation
 
     monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: {})  # not what is tested here (and slow)

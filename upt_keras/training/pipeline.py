@@ -21,7 +21,7 @@ from upt_keras.training.monitoring import (STEP_HISTORY_FILE, EarlyStoppingOnVal
                                            StepLog, TrainingProgress, Validation)
 from upt_keras.training.data import prepare_data
 from upt_keras.run_files import comparable_config, settings_changes, write_json
-from upt_keras.training.setup import build_model, calibrate_step_seconds, check_supported
+from upt_keras.training.setup import build_model, calibrate_step_seconds, check_supported, seconds_per_pair
 
 __all__ = ["MODEL_FILE", "HISTORY_FILE", "STEP_HISTORY_FILE", "CONFIG_FILE", "NORMALIZATION_FILE", "BACKUP_DIR",
            "make_callbacks", "backup_epoch", "train", "TrainingInterrupted"]
@@ -161,6 +161,7 @@ def _best(rows: list[dict], column: str) -> float | None:
 
 #: Settings an interrupted run may be resumed with changed: where it is written, how visibly, and how long it goes on.
 RESUME_MAY_CHANGE = ("output.run_dir", "output.plots", "output.tensorboard", "training.time_budget_seconds",
+                     "training.time_budget_covers",
                      "training.checkpoint_every_steps", "training.validation_every_epochs",
                      "training.validation_every_steps", "output.log_every_steps")
 
@@ -224,23 +225,24 @@ def _data_line(cfg: Config, data) -> str:
 
 
 def _seconds_per_pair(model, source) -> float:
-    """Measured wall seconds of one predicted pair of the split `source` (a `PairDataset`): the median of three
-    calls on its first batch, after a first call (which compiles). Validation and test are measured apart: a point
-    cloud validates at its points and is tested on the full grid."""
-    import statistics
+    return seconds_per_pair(model, source)
 
-    from upt_keras.backend import inference_mode
-    from upt_keras.data.pipeline import batch_size_of
 
-    x = source[0][0]
-    times = []
-    with inference_mode():
-        model.predict_on_batch(x)
-        for _ in range(3):  # the median of three: one call on a shared machine is noisy
-            start = time.perf_counter()
-            keras.ops.convert_to_numpy(model.predict_on_batch(x))
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) / max(batch_size_of(x), 1)
+def _steps_in_budget(cfg: Config, data, budget_seconds: float, step_seconds: float, rates: dict,
+                     covers_run: bool) -> int:
+    """Training steps that fit into `budget_seconds` at `step_seconds` each (at most the configured epochs), with
+    time kept for the validations they bring (one per `training.validation_every_epochs` epochs or
+    `validation_every_steps` steps, and the last) and, for a run's budget, the test evaluation, at the measured
+    seconds per pair `rates` ("val", "test"; a missing one counts as free)."""
+    t = cfg.training
+    per_validation = rates.get("val", 0.0) * (data.val.num_pairs if data.val is not None else 0)
+    per_validation *= 3.0 if t.validation_terms == "all" else 1.0
+    per_step = step_seconds + per_validation / (len(data.train) * t.validation_every_epochs)
+    if t.validation_every_steps:
+        per_step += per_validation / t.validation_every_steps
+    free = budget_seconds - per_validation - (_evaluation_estimate(data, rates["test"]) if covers_run and "test" in
+                                               rates else 0.0)
+    return max(1, min(t.epochs * len(data.train), int(0.97 * max(free, 1.0) / per_step)))
 
 
 def _evaluation_estimate(data, seconds_per_pair: float) -> float:
@@ -266,7 +268,10 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
 
     `training.time_budget_seconds` is the wall time of this whole call (data, calibration, training, validation and
     the test evaluation; a resumed run's earlier time counts too): training stops early enough for the validation
-    of the last epoch and the estimated test evaluation to fit. What is reserved is printed before training.
+    of the last epoch and the estimated test evaluation to fit. What is reserved is printed before training. With
+    `training.time_budget_covers: training` it is the time of training alone (the steps and the validations between
+    them; a resumed run's earlier training counts too), and data, calibration and the test evaluation come on top.
+    The cosine schedule is fitted to the steps that fit once that time is kept back.
 
     SIGINT (Ctrl-C) or SIGTERM during training saves a resumable checkpoint after the step in progress and raises
     `TrainingInterrupted` (a KeyboardInterrupt) with a line saying where the run stopped and how to resume it.
@@ -338,13 +343,16 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                 raise ConfigError(f"training.batch_size={t.batch_size} with training.distribution="
                                   f"{t.distribution}: {err}") from None
         schedule_steps = None
+        covers_run = t.time_budget_covers == "run"
+        trained_before = float(saved.get("train_seconds") or 0.0) if saved is not None else 0.0
         if (t.time_budget_seconds is not None and t.lr_schedule == "cosine" and t.fit_schedule_to_budget
                 and saved is None):
             # Fit the cosine schedule into the budget: a run stopped by the clock would otherwise end at a high
-            # learning rate, far from where a finished schedule ends. The calibration counts against the budget.
-            step_seconds = calibrate_step_seconds(cfg, data)
-            budget_left = max(t.time_budget_seconds - state.elapsed(), 1.0)
-            schedule_steps = max(1, min(t.epochs * len(data.train), int(0.97 * budget_left / step_seconds)))
+            # learning rate, far from where a finished schedule ends. The calibration counts against a run's budget.
+            calibration_rates = {}
+            step_seconds = calibrate_step_seconds(cfg, data, rates=calibration_rates)
+            budget_left = t.time_budget_seconds - (state.elapsed() if covers_run else 0.0)
+            schedule_steps = _steps_in_budget(cfg, data, budget_left, step_seconds, calibration_rates, covers_run)
         if saved is not None:  # the learning-rate schedule the interrupted run was fitted to
             schedule_steps = saved.get("schedule_steps")
         model = build_model(cfg, data, schedule_steps=schedule_steps)
@@ -363,14 +371,18 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         deadline = reserve = None
         holder = {}
         if t.time_budget_seconds is not None:
-            deadline = state.start - state.seconds_used_before + t.time_budget_seconds
+            # a run's budget ends at a fixed time; a training budget is set when training starts (below)
+            deadline = state.start - state.seconds_used_before + t.time_budget_seconds if covers_run else math.inf
 
             def reserve():
-                # the test evaluation and one validation; once a validation has run, its measured time (and, when
-                # it ran slower than measured before training, the test evaluation's rate scaled alike)
+                # one validation and (for a run's budget) the test evaluation; once a validation has run, its
+                # measured time (and, when it ran slower than measured before training, the test evaluation's rate
+                # scaled alike)
                 val = holder.get("validation")
                 if val is None:
-                    return eval_estimate
+                    return eval_estimate if covers_run else 0.0
+                if not covers_run:
+                    return val.estimate_seconds(val_rate)
                 rate = test_rate
                 if val.last_seconds is not None and val.num_pairs:
                     rate = max(rate, val.last_seconds / val.num_pairs * test_rate / max(val_rate, 1e-12))
@@ -384,8 +396,23 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         holder["validation"] = validation
         checkpointer = next(c for c in callbacks if isinstance(c, RunCheckpoint))
         more = checkpointer.extra
-        checkpointer.extra = lambda: {**(more() if more is not None else {}), "schedule_steps": schedule_steps}
-        if t.time_budget_seconds is not None:
+        fit_clock = {"start": time.monotonic()}
+        checkpointer.extra = lambda: {**(more() if more is not None else {}), "schedule_steps": schedule_steps,
+                                      "train_seconds": round(trained_before + time.monotonic() - fit_clock["start"],
+                                                             3)}
+        if t.time_budget_seconds is not None and not covers_run:
+            needed = reserve()
+            val_text = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation "
+                        f"({validation.num_pairs} pairs)" if validation is not None else "no validation")
+            if trained_before + needed >= t.time_budget_seconds:
+                _say(f"warning: a validation needs ~{needed:.0f} s, more than the "
+                     f"{t.time_budget_seconds - trained_before:.0f} s left of training.time_budget_seconds="
+                     f"{t.time_budget_seconds:g}: the run will train one step and overrun; lower data.max_val_samples "
+                     "or raise the budget", verbose)
+            _say(f"time budget: {t.time_budget_seconds:g} s of training (training.time_budget_covers: training), "
+                 f"{trained_before:.1f} s used{' by earlier runs' if saved else ''}, validations included "
+                 f"({val_text}); then ~{eval_estimate:.1f} s for the test evaluation", verbose)
+        elif t.time_budget_seconds is not None:
             needed = reserve()
             if state.elapsed() + needed >= t.time_budget_seconds:
                 _say(f"warning: the validation and the test evaluation need ~{needed:.0f} s, more than the "
@@ -401,7 +428,10 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
             _say(f"validation: {validation.num_pairs} pairs, ~{validation.estimate_seconds(val_rate):.1f} s "
                  f"each; test evaluation ~{eval_estimate:.1f} s", verbose)
 
-        fit_start = time.monotonic()
+        fit_start = fit_clock["start"] = time.monotonic()
+        if t.time_budget_seconds is not None and not covers_run:
+            budget_callback = next(c for c in callbacks if isinstance(c, TimeBudget))
+            budget_callback.deadline = fit_start - trained_before + t.time_budget_seconds
         history = None
         start_epoch = 0 if saved is None else saved["epoch"]
         if saved is not None and 0 < saved["batch"] < len(data.train) and start_epoch < t.epochs:
@@ -467,7 +497,10 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     training_info["wall_seconds"] = round(state.elapsed(), 2)
     metrics["training"] = training_info
     evaluation.write_metrics(os.path.join(run_dir, evaluation.METRICS_FILE), metrics)
-    budget_text = f" of the {t.time_budget_seconds:g} s budget" if t.time_budget_seconds is not None else ""
+    budget_text = ""
+    if t.time_budget_seconds is not None:
+        budget_text = (f" of the {t.time_budget_seconds:g} s budget" if covers_run else
+                       f" ({t.time_budget_seconds:g} s budget for training)")
     _say(f"wall time {training_info['wall_seconds']:.1f} s{budget_text} (training {train_seconds:.1f} s incl. "
          f"validation {training_info['validation_seconds'] or 0:.1f} s; test evaluation "
          f"{training_info['evaluation_seconds']:.1f} s, estimated {eval_estimate:.1f} s)", verbose)

@@ -23,6 +23,7 @@ __all__ = [
     "check_supported",
     "seed_everything",
     "calibrate_step_seconds",
+    "seconds_per_pair",
     "build_model",
 ]
 
@@ -131,11 +132,13 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(int(seed))
 
 
-def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warmup: int = 2) -> float:
+def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warmup: int = 2,
+                           rates: dict | None = None) -> float:
     """Median seconds of one training step of the model `cfg` builds, timed on a throw-away copy.
 
     `warmup` steps (tracing, first allocations) are run first and not counted. The global seeds are set again when
-    the real model is built, so calibrating does not change it.
+    the real model is built, so calibrating does not change it. With a dict `rates`, the same copy then measures the
+    seconds of one predicted pair of each of `data`'s "test" and "val" splits (`seconds_per_pair`) into it.
     """
     model = build_model(cfg, data)
     times = []
@@ -145,8 +148,32 @@ def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warm
         model.train_on_batch(x, y)
         if i >= warmup:
             times.append(time.perf_counter() - start)
+    if rates is not None:
+        for name in ("test", "val"):
+            if getattr(data, name, None) is not None:
+                rates[name] = seconds_per_pair(model, getattr(data, name))
     del model
     return float(np.median(times))
+
+
+def seconds_per_pair(model, source) -> float:
+    """Measured wall seconds of one predicted pair of the split `source` (a `PairDataset`): the median of three
+    calls on its first batch, after a first call (which compiles). Validation and test are measured apart: a point
+    cloud validates at its points and is tested on the full grid."""
+    import statistics
+
+    from upt_keras.backend import inference_mode
+    from upt_keras.data.pipeline import batch_size_of
+
+    x = source[0][0]
+    times = []
+    with inference_mode():
+        model.predict_on_batch(x)
+        for _ in range(3):  # the median of three: one call on a shared machine is noisy
+            start = time.perf_counter()
+            keras.ops.convert_to_numpy(model.predict_on_batch(x))
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) / max(batch_size_of(x), 1)
 
 
 def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None,
