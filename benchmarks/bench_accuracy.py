@@ -248,7 +248,8 @@ def main():
 
         meta = {"date": str(datetime.date.today()), "machine": f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} cores", "keras": keras.__version__, "backend": args.backend,
-                "command": harness.command_line("bench_accuracy.py", backend=args.backend)}
+                "command": harness.command_line("bench_accuracy.py", backend=args.backend),
+                "upt_budget_covers": "training"}
         harness.write_json(args.out, {"meta": meta, "results": all_results})
         if args.report:
             write_report([{"meta": meta, "results": all_results}], args.report)

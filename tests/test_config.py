@@ -293,6 +293,8 @@ def test_shipped_configs_fit_their_grids():
     assert d2.model.preset == "b2d" and d2.model.residual and d2.model.approximator_zero_init
     assert d2.model.approximator_locality and d2.model.decoder_locality and d2.model.pooling == "average"
     assert d2.training.rollout_loss_steps == 2 and d2.training.lambda_latent_consistency > 0
+    # the 1D default's objective: relative forward loss, consistency 0.3 (results_accuracy_2d_training_budget.md)
+    assert d2.training.forward_loss == "relative" and d2.training.lambda_latent_consistency == 0.3
     assert (d2.training.lambda_inv_enc, d2.training.lambda_inv_dec) == (1, 0) and d2.training.time_budget_seconds
     qs2 = d2.training.query_sampling
     assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (256, "stratified") and d2.training.batch_size == 8
