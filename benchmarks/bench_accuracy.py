@@ -87,6 +87,8 @@ def dataset_overrides(name, data_dir):
 
 
 def run_upt(args, overrides):
+    import keras
+
     from bench_rollout import time_rollouts  # physical / latent all frames / latent last frame, medians
     from upt_keras import training
     from upt_keras.config import load_config
@@ -120,8 +122,9 @@ def run_upt(args, overrides):
         "identity": {k: roll["identity"][k] for k in ("nrmse_mean", "nrmse_last", "nrmse_per_step")},
         "timing": time_rollouts(model, x0, 20, repeats=3),
         "train_seconds": metrics["training"]["train_seconds"],
-        "train_steps": int(model.optimizer.iterations.numpy() if hasattr(model.optimizer.iterations, "numpy")
-                           else model.optimizer.iterations),
+        "train_steps": metrics["training"]["steps_completed"],
+        # the steps of the model evaluated: the best validated checkpoint, fewer when a later one was not better
+        "checkpoint_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "num_params": metrics["training"]["num_params"],
         "wall_seconds": round(wall, 1),
     }
