@@ -362,7 +362,7 @@ def test_a_resumed_budgeted_run_keeps_its_fitted_schedule(small_file, tmp_path, 
 def test_a_budget_too_small_for_validation_and_evaluation_is_announced(small_file, tmp_path, capsys, monkeypatch):
     from upt_keras.training import pipeline
 
-    monkeypatch.setattr(pipeline, "_seconds_per_pair", lambda model, data: 1.0)  # 40 validation pairs: 40 s
+    monkeypatch.setattr(pipeline, "seconds_per_pair", lambda model, data: 1.0)  # 40 validation pairs: 40 s
     cfg = cfg_for(small_file, "training.epochs=1", "training.time_budget_seconds=30")
     _, _, metrics = training.train(cfg, run_dir=str(tmp_path), verbose=2)
     out = capsys.readouterr().out
@@ -392,7 +392,7 @@ def test_the_budget_reserves_validation_and_test_at_their_own_measured_rates(sma
         return seen["data"]
 
     monkeypatch.setattr(pipeline, "prepare_data", remember)
-    monkeypatch.setattr(pipeline, "_seconds_per_pair", lambda model, source: 0.5 if source is seen["data"].val else 0.01)
+    monkeypatch.setattr(pipeline, "seconds_per_pair", lambda model, source: 0.5 if source is seen["data"].val else 0.01)
     cfg = cfg_for(small_file, "training.epochs=1", "training.time_budget_seconds=1000")
     training.train(cfg, run_dir=str(tmp_path), verbose=2)
     line = capsys.readouterr().out.split("time budget:")[1].split("\n")[0]

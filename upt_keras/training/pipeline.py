@@ -224,10 +224,6 @@ def _data_line(cfg: Config, data) -> str:
     return f"data: {'; '.join(parts)}{where}"
 
 
-def _seconds_per_pair(model, source) -> float:
-    return seconds_per_pair(model, source)
-
-
 #: The fitted cosine schedule spans this many times the steps expected to fit. The step time is measured on a few
 #: steps; a measurement slower than the run's real pace ends the decay before the budget does, and the last steps
 #: train at a learning rate of 0 (seen twice in 14 runs of the accuracy benchmark on a shared machine: the decay
@@ -372,7 +368,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
                  "used so far", verbose)
 
         # seconds per predicted pair, measured on a test batch and on a validation batch
-        rates = {name: _seconds_per_pair(model, getattr(data, name)) for name in ("test", "val")
+        rates = {name: seconds_per_pair(model, getattr(data, name)) for name in ("test", "val")
                  if getattr(data, name) is not None}
         test_rate = rates.get("test", rates.get("val", 0.0))
         val_rate = rates.get("val", test_rate)
