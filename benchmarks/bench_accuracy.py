@@ -94,8 +94,8 @@ def run_upt(args, overrides):
     from upt_keras.config import load_config
     from upt_keras.evaluation import rollout_arrays
 
-    # the budget covers training and its validations, as the FNO's covers its training loop: data, calibration and
-    # the test evaluation are outside both
+    # the budget covers training and its validations, as the FNO's covers its training loop: data and the test
+    # evaluation are outside both
     cfg = load_config(args.config, list(overrides) + [f"training.time_budget_seconds={args.budget}",
                                                       "training.time_budget_covers=training",
                                                       "output.plots=false", "data.rollout_steps=20"])

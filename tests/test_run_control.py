@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -152,38 +153,65 @@ def test_a_training_budget_counts_training_and_validation_only(small_file, tmp_p
     assert info["training"]["steps_completed"] == 10 and not info["training"]["stopped_by_time_budget"]
 
 
-def test_the_fitted_schedule_keeps_time_for_validation_and_evaluation(small_file, tmp_path, monkeypatch):
-    from upt_keras.training import pipeline
+class FakeBudget:
+    """A `TimeBudget` stand-in whose training ends at a fixed `time.monotonic()` value."""
 
-    seen = []
-    original = pipeline.build_model
+    def __init__(self, end):
+        self.end = end
 
-    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
-        seen.append((data, schedule_steps))
-        return original(cfg, data, steps_per_epoch, schedule_steps)
+    def end_time(self):
+        return self.end
 
-    def calibrate(cfg, data, rates=None, **kwargs):
-        rates.update(val=0.05, test=0.01)  # 40 validation pairs: 2 s per validation
-        return 0.1
 
-    monkeypatch.setattr(pipeline, "build_model", spy)
-    monkeypatch.setattr(pipeline, "calibrate_step_seconds", calibrate)
-    monkeypatch.setattr(pipeline, "_evaluation_estimate", lambda data, rate: 10.0)
-    for covers, evaluation in (("training", 0.0), ("run", 10.0)):
-        seen.clear()
-        cfg = cfg_for(small_file, "training.epochs=500", "training.time_budget_seconds=100",
-                      f"training.time_budget_covers={covers}")
-        with pytest.raises(TrainingInterrupted):  # only the schedule is of interest here
-            training.train(cfg, run_dir=str(tmp_path / covers), verbose=0, callbacks=[SignalAt(0, 0)])
-        data, fitted = seen[-1]
-        assert data.val.num_pairs == 40 and len(data.train) == 10
-        # a validation (2 s) every epoch of 10 steps: 0.3 s per step; the last validation and the evaluation first;
-        # the schedule spans 1.2x the steps that fit
-        expected = int(pipeline.SCHEDULE_MARGIN * (100 - 2.0 - evaluation) / (0.1 + 2.0 / 10))
-        if covers == "training":
-            assert fitted == expected
-        else:  # the data and the calibration were counted too
-            assert expected - 3 <= fitted <= expected
+def test_the_budget_schedule_follows_the_clock_and_the_steps(monkeypatch):
+    from upt_keras.training import callbacks
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock["now"])
+    state = RunState()
+    schedule = training.BudgetSchedule(1e-3, 10, FakeBudget(200.0), max_steps=1000, state=state, origin=100.0)
+    assert schedule.share(0) == 0.0 and schedule.rate(0, 0.0) == 0.0  # the warmup starts at 0
+    assert schedule.rate(5, 0.0) == pytest.approx(5e-4)
+    clock["now"] = 150.0  # half the budget's time used: half the peak, whatever the step
+    assert schedule.share(20) == pytest.approx(0.5) and schedule.rate(20, 0.5) == pytest.approx(5e-4)
+    assert schedule.share(900) == pytest.approx(0.9)  # the steps' share when it is ahead of the clock
+    clock["now"] = 175.0
+    schedule.budget.end = 160.0  # the end moved earlier (a validation measured slower): past it the rate is 0
+    assert schedule.share(20) == 1.0 and schedule.rate(20, 1.0) == 0.0
+
+
+class EndsLate:
+    """A `TimeBudget` stand-in whose end is past for the first `past` calls (a rate of 0), then far ahead."""
+
+    def __init__(self, past):
+        self.calls, self.past = 0, past
+
+    def end_time(self):
+        self.calls += 1
+        return -math.inf if self.calls <= self.past else math.inf
+
+
+def _weights(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.trainable_weights]
+
+
+@pytest.mark.parametrize("past", [10, 9])
+def test_the_budget_schedule_sets_the_rate_of_every_compiled_step(small_file, past):
+    # Steps 0-8 train at a rate of 0, step 9 at the peak (past=9) or at 0 too (past=10). Only the last step may move
+    # the weights, and it must: a rate written between steps but not seen by the compiled step (on JAX the training
+    # state lives outside the model during an epoch) would keep step 9 at the rate of step 0.
+    cfg = cfg_for(small_file, "training.epochs=1", "training.learning_rate=1e-2")
+    data = training.prepare_data(cfg, splits=("train",), progress=False)
+    model = training.build_model(cfg, data, clock_schedule=True)
+    before = _weights(model)
+    state = RunState()
+    schedule = training.BudgetSchedule(1e-2, 0, EndsLate(past), max_steps=10**9, state=state, origin=0.0)
+    model.fit(data.train, epochs=1, verbose=0,
+              callbacks=[training.monitoring.StepCounter(state, len(data.train)), schedule])
+    assert len(data.train) == 10 and [r[0] for r in schedule.rates] == list(range(10))
+    assert [r[2] for r in schedule.rates] == [0.0] * past + [pytest.approx(1e-2)] * (10 - past)
+    moved = [not np.array_equal(b, a) for b, a in zip(before, _weights(model))]
+    assert any(moved) == (past == 9)
 
 
 # ------------------------------------------------------------------------------------------------ interruptions (C)
@@ -338,25 +366,29 @@ def test_early_stopping_patience_counts_validations_not_epochs(small_file, tmp_p
     assert len(_rows(tmp_path / "history.csv")) == 4  # epoch 3 was not validated: it is no lack of improvement
 
 
-def test_a_resumed_budgeted_run_keeps_its_fitted_schedule(small_file, tmp_path, monkeypatch):
+def test_a_resumed_budgeted_run_goes_on_where_its_schedule_was(small_file, tmp_path, monkeypatch):
     from upt_keras.training import pipeline
 
     seen = []
-    original = pipeline.build_model
 
-    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
-        seen.append(schedule_steps)
-        return original(cfg, data, steps_per_epoch, schedule_steps)
+    class Spy(training.BudgetSchedule):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            seen.append((self, time.monotonic()))
 
-    monkeypatch.setattr(pipeline, "build_model", spy)
-    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data, **kwargs: 10.0)  # ~200 / 10 steps
-    cfg = cfg_for(small_file, "training.epochs=3", "training.time_budget_seconds=200")
+    monkeypatch.setattr(pipeline, "BudgetSchedule", Spy)
+    cfg = cfg_for(small_file, "training.epochs=3", "training.time_budget_seconds=2000", "training.warmup_steps=5")
     with pytest.raises(TrainingInterrupted):
         training.train(cfg, run_dir=str(tmp_path), verbose=0, callbacks=[SignalAt(0, 2)])
-    fitted = seen[-1]
-    assert 22 <= fitted <= 24 and read_backup(tmp_path / "backup")["schedule_steps"] == fitted  # 1.2 * ~197 / 10
+    trained = read_backup(tmp_path / "backup")["train_seconds"]
+    assert trained > 0 and [r[0] for r in seen[-1][0].rates] == [0, 1, 2]  # the step in progress ends
     training.train(cfg, run_dir=str(tmp_path), verbose=0)
-    assert seen[-1] == fitted  # not the 30 steps of 3 epochs: the learning rate goes on where it was
+    schedule, began = seen[-1]
+    # the earlier training counts in the clock's share, and the steps (and the warmup) go on from step 3
+    assert began - schedule.origin >= trained - 1e-3
+    assert schedule.rates[-1][0] == 29 and schedule.rates[0][0] == 3
+    assert all(r[1] >= r[0] / 30 for r in schedule.rates)
+    assert schedule.rates[-1][2] < 0.01 * cfg.training.learning_rate  # the last of 30 steps: near 0
 
 
 def test_a_budget_too_small_for_validation_and_evaluation_is_announced(small_file, tmp_path, capsys, monkeypatch):

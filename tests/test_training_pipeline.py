@@ -278,44 +278,38 @@ def test_accuracy_keys_reach_the_model(burgers_file):
         tiny_cfg(burgers_file, "training.lambda_latent_consistency=-1")
 
 
-def test_time_budget_fits_the_cosine_schedule(burgers_file, tmp_path, monkeypatch):
-    """With a budget the cosine schedule spans the steps that fit into it (measured), not the configured epochs."""
-    seen = {}
-    original = training.build_model
+def test_a_time_budget_gives_the_cosine_to_the_clock(burgers_file, tmp_path, monkeypatch):
+    """With a budget the learning rate follows the budget's clock (`BudgetSchedule` on a constant-rate optimizer);
+    without one the cosine is a schedule over the configured epochs."""
+    from upt_keras.training import pipeline
 
-    def spy(cfg, data, steps_per_epoch=None, schedule_steps=None):
-        seen.setdefault("schedule_steps", []).append(schedule_steps)
-        return original(cfg, data, steps_per_epoch, schedule_steps)
+    made = []
 
-    from upt_keras.training import pipeline  # where `train` looks them up
+    class Spy(training.BudgetSchedule):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
 
-    monkeypatch.setattr(pipeline, "build_model", spy)
-    monkeypatch.setattr(pipeline, "calibrate_step_seconds", lambda cfg, data, **kwargs: 0.5)  # a known step time
+    monkeypatch.setattr(pipeline, "BudgetSchedule", Spy)
     from upt_keras import evaluation
 
     monkeypatch.setattr(evaluation, "evaluate", lambda *args, **kwargs: {})  # not what is tested here (and slow)
-    cfg = tiny_cfg(burgers_file, "training.epochs=100", "training.time_budget_seconds=2", "output.plots=false")
+    cfg = tiny_cfg(burgers_file, "training.epochs=1", "training.time_budget_seconds=5000", "output.plots=false")
     model, _, _ = training.train(cfg, run_dir=str(tmp_path / "run"), verbose=0)
-    fitted = seen["schedule_steps"][0]
-    assert 1 <= fitted <= int(pipeline.SCHEDULE_MARGIN * 2 / 0.5) < 100 * 1  # far fewer than epochs x steps per epoch
-    assert model.optimizer.learning_rate is not None
-    seen.clear()
+    (schedule,) = made
+    steps = len(schedule.rates)
+    assert steps > 2 and schedule.max_steps == steps  # one epoch; its steps end the decay before the clock does
+    assert not isinstance(model.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule)
+    rates = [r[2] for r in schedule.rates]
+    assert rates[0] == pytest.approx(cfg.training.learning_rate) and rates == sorted(rates, reverse=True)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(rates[-1])
+    made.clear()
     cfg = tiny_cfg(burgers_file, "training.epochs=1", "output.plots=false")  # no budget: the configured epochs
     epochs = []  # and the caller's own callbacks run too
     recorder = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epochs.append(epoch))
-    training.train(cfg, run_dir=str(tmp_path / "run2"), verbose=0, callbacks=[recorder])
-    assert seen["schedule_steps"][0] is None
-    assert epochs == [0]
-
-
-def test_calibrate_step_seconds_leaves_the_model_unchanged(burgers_file):
-    cfg = tiny_cfg(burgers_file)
-    data = training.prepare_data(cfg, splits=("train", "test"), progress=False)
-    seconds = training.calibrate_step_seconds(cfg, data, steps=2, warmup=1)
-    assert seconds > 0
-    a, b = training.build_model(cfg, data), training.build_model(cfg, data)
-    for wa, wb in zip(a.weights, b.weights):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
+    model, _, _ = training.train(cfg, run_dir=str(tmp_path / "run2"), verbose=0, callbacks=[recorder])
+    assert not made and epochs == [0]
+    assert isinstance(model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule)
 
 
 def test_latent_consistency_steps_give_k_step_targets(burgers_file):

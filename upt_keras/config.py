@@ -151,11 +151,11 @@ class TrainingConfig(ObjectiveSettings):
     lr_schedule: one_of("cosine", "constant") = "cosine"
     warmup_steps: Int = Field(0, ge=0)
     time_budget_seconds: Optional[Float] = Field(None, gt=0.0)
-    # what the budget covers: "run", the whole call (data, calibration, training, validations, test evaluation);
-    # "training", the training steps and the validations between them (data, calibration and the test evaluation
+    # what the budget covers: "run", the whole call (data, training, validations, test evaluation);
+    # "training", the training steps and the validations between them (data and the test evaluation
     # come on top: the time a plain training loop would count)
     time_budget_covers: one_of("run", "training") = "run"
-    fit_schedule_to_budget: Bool = True  # cosine spans the steps that fit into the budget (measured)
+    fit_schedule_to_budget: Bool = True  # with a budget the cosine follows the clock: 0 when the budget ends
     inverse_loss_warmup_epochs: Int = Field(5, ge=0)
     inverse_loss_ramp_epochs: Optional[Int] = Field(None, ge=0)
     inverse_loss_max_weight: Float = Field(0.05, ge=0.0)

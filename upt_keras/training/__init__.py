@@ -38,14 +38,14 @@ Early stopping and the best checkpoint watch `val_forward_loss` (the unweighted 
 whose inverse-loss terms ramp up during training.
 """
 
-from upt_keras.training.callbacks import (InverseLossCurriculum, StepTimer, TimeBudget, ValidationNRMSE,
-                                          curriculum_weight)
+from upt_keras.training.callbacks import (BudgetSchedule, InverseLossCurriculum, StepTimer, TimeBudget,
+                                          ValidationNRMSE, curriculum_weight)
 from upt_keras.training.data import PreparedData, prepare_data
 from upt_keras.training.checkpoint import RunCheckpoint, TrainingInterrupted
 from upt_keras.training.monitoring import RunState, StepLog, TrainingProgress, Validation
 from upt_keras.training.pipeline import (BACKUP_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, NORMALIZATION_FILE,
                                          STEP_HISTORY_FILE, backup_epoch, make_callbacks, train)
-from upt_keras.training.setup import (GLOBAL_CLIPNORM, build_model, calibrate_step_seconds, make_lr_schedule,
+from upt_keras.training.setup import (GLOBAL_CLIPNORM, build_model, make_lr_schedule,
                                       make_optimizer, model_kwargs, objective_kwargs, precision_policy, seed_everything)
 
 __all__ = [
@@ -64,13 +64,13 @@ __all__ = [
     "model_kwargs",
     "objective_kwargs",
     "seed_everything",
-    "calibrate_step_seconds",
     "build_model",
     "make_callbacks",
     "backup_epoch",
     "train",
     "InverseLossCurriculum",
     "TimeBudget",
+    "BudgetSchedule",
     "StepTimer",
     "ValidationNRMSE",
     "curriculum_weight",

@@ -1,5 +1,7 @@
-"""Keras callbacks: the inverse-loss curriculum, a training time budget, step timing and the validation nRMSE."""
+"""Keras callbacks: the inverse-loss curriculum, a training time budget and the learning rate that follows it, step
+timing and the validation nRMSE."""
 
+import math
 import statistics
 import time
 
@@ -111,14 +113,18 @@ class TimeBudget(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
-    def _out_of_time(self):
-        now = time.monotonic()
-        if self.seconds is not None and now - self._start >= self.seconds:
-            return True
+    def end_time(self):
+        """The `time.monotonic()` value at which training stops at the current estimate of what it must keep back
+        (`deadline - reserve()`, or `seconds` after the start of `fit`, whichever comes first)."""
+        ends = []
+        if self.seconds is not None and self._start is not None:
+            ends.append(self._start + self.seconds)
         if self.deadline is not None:
-            keep = float(self.reserve()) if self.reserve is not None else 0.0
-            return now + keep >= self.deadline
-        return False
+            ends.append(self.deadline - (float(self.reserve()) if self.reserve is not None else 0.0))
+        return min(ends) if ends else math.inf
+
+    def _out_of_time(self):
+        return time.monotonic() >= self.end_time()
 
     def _check(self, batch=None):
         if self._out_of_time():
@@ -137,6 +143,62 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.elapsed = time.monotonic() - self._start if self._start is not None else 0.0
+
+
+class BudgetSchedule(keras.callbacks.Callback):
+    """The learning rate of a run with a time budget, set before every training step from the share of the budget
+    used: a linear warmup over the first `warmup_steps` steps times a cosine from `peak` to 0,
+    `peak * min(1, step / warmup_steps) * (1 + cos(pi * f)) / 2`.
+
+    `f` is the larger of the clock's share, `(now - origin) / (budget.end_time() - origin)`, and the steps' share,
+    `step / max_steps` (a run that finishes its epochs before its budget still decays to 0). A schedule fitted in
+    steps to a step time measured before training ends early or late when the run's pace differs from it; this one
+    reaches 0 when the budget stops training whatever the pace, the validations included.
+
+    The rate is written to the optimizer's learning-rate variable through `self.model` (which, on JAX, brings the
+    training state back to the model first), so the optimizer must have a constant learning rate, not a schedule.
+
+    Args:
+        peak: the learning rate after the warmup.
+        warmup_steps: steps of the linear warmup (0: none).
+        budget: the `TimeBudget` that stops training (its `end_time()`).
+        max_steps: the steps of the configured epochs.
+        state: the `RunState` whose `step` counts the optimizer steps (`StepCounter` keeps it).
+        origin: `time.monotonic()` value at which training started (a resumed run's earlier training counted);
+            default: the start of `fit`.
+
+    Attributes:
+        rates: `(step, share, rate)` of the steps this callback set, every one for the last 1000 steps.
+    """
+
+    def __init__(self, peak, warmup_steps, budget, max_steps, state, origin=None):
+        super().__init__()
+        self.peak, self.warmup_steps, self.budget = float(peak), int(warmup_steps), budget
+        self.max_steps, self.state, self.origin = max(int(max_steps), 1), state, origin
+        self.rates = []
+
+    def on_train_begin(self, logs=None):
+        if self.origin is None:
+            self.origin = time.monotonic()
+
+    def share(self, step):
+        """The share `f` of the budget used at global step `step`, in [0, 1]."""
+        now, end = time.monotonic(), self.budget.end_time()
+        clock = (now - self.origin) / (end - self.origin) if end > self.origin else 1.0
+        return min(max(clock, step / self.max_steps, 0.0), 1.0)
+
+    def rate(self, step, share):
+        warm = min(1.0, step / self.warmup_steps) if self.warmup_steps else 1.0
+        return self.peak * warm * 0.5 * (1.0 + math.cos(math.pi * share))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.state.step
+        share = self.share(step)
+        rate = self.rate(step, share)
+        self.model.optimizer.learning_rate = rate
+        self.rates.append((step, share, rate))
+        if len(self.rates) > 1000:
+            del self.rates[:-1000]
 
 
 class StepTimer(keras.callbacks.Callback):

@@ -14,14 +14,14 @@ import time
 import keras
 
 from upt_keras.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, save_config
-from upt_keras.training.callbacks import InverseLossCurriculum, TimeBudget
+from upt_keras.training.callbacks import BudgetSchedule, InverseLossCurriculum, TimeBudget
 from upt_keras.training.checkpoint import (RemainingBatches, RunCheckpoint, TrainingInterrupted, read_backup,
                                            restore_backup)
 from upt_keras.training.monitoring import (STEP_HISTORY_FILE, EarlyStoppingOnValidation, RunState, StepCounter,
                                            StepLog, TrainingProgress, Validation)
 from upt_keras.training.data import prepare_data
 from upt_keras.run_files import comparable_config, settings_changes, write_json
-from upt_keras.training.setup import build_model, calibrate_step_seconds, check_supported, seconds_per_pair
+from upt_keras.training.setup import build_model, check_supported, seconds_per_pair
 
 __all__ = ["MODEL_FILE", "HISTORY_FILE", "STEP_HISTORY_FILE", "CONFIG_FILE", "NORMALIZATION_FILE", "BACKUP_DIR",
            "make_callbacks", "backup_epoch", "train", "TrainingInterrupted"]
@@ -224,32 +224,6 @@ def _data_line(cfg: Config, data) -> str:
     return f"data: {'; '.join(parts)}{where}"
 
 
-#: The fitted cosine schedule spans this many times the steps expected to fit. The step time is measured on a few
-#: steps; a measurement slower than the run's real pace ends the decay before the budget does, and the last steps
-#: train at a learning rate of 0 (seen twice in 14 runs of the accuracy benchmark on a shared machine: the decay
-#: ended at 71% and 82% of a 300 s run). With an exact measurement the run stops at 83% of the schedule, at 6.5% of
-#: the peak learning rate.
-SCHEDULE_MARGIN = 1.2
-
-
-def _steps_in_budget(cfg: Config, data, budget_seconds: float, step_seconds: float, rates: dict,
-                     covers_run: bool) -> int:
-    """The cosine schedule's length: `SCHEDULE_MARGIN` times the training steps that fit into `budget_seconds` at
-    `step_seconds` each (at most the configured epochs), with
-    time kept for the validations they bring (one per `training.validation_every_epochs` epochs or
-    `validation_every_steps` steps, and the last) and, for a run's budget, the test evaluation, at the measured
-    seconds per pair `rates` ("val", "test"; a missing one counts as free)."""
-    t = cfg.training
-    per_validation = rates.get("val", 0.0) * (data.val.num_pairs if data.val is not None else 0)
-    per_validation *= 3.0 if t.validation_terms == "all" else 1.0
-    per_step = step_seconds + per_validation / (len(data.train) * t.validation_every_epochs)
-    if t.validation_every_steps:
-        per_step += per_validation / t.validation_every_steps
-    free = budget_seconds - per_validation - (_evaluation_estimate(data, rates["test"]) if covers_run and "test" in
-                                               rates else 0.0)
-    return max(1, min(t.epochs * len(data.train), int(SCHEDULE_MARGIN * max(free, 1.0) / per_step)))
-
-
 def _evaluation_estimate(data, seconds_per_pair: float) -> float:
     """Seconds the test evaluation will take: the one-step pairs, and per rollout step one full-grid pass in physical
     mode (decode and encode) and about a fifth of one in latent mode (a latent step and a decode; measured on the
@@ -271,12 +245,13 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     at the step it reached); reload the best checkpoint; evaluate in physical units (`upt_keras.evaluation.evaluate`)
     and write `metrics.json` and the figures.
 
-    `training.time_budget_seconds` is the wall time of this whole call (data, calibration, training, validation and
+    `training.time_budget_seconds` is the wall time of this whole call (data, training, validation and
     the test evaluation; a resumed run's earlier time counts too): training stops early enough for the validation
     of the last epoch and the estimated test evaluation to fit. What is reserved is printed before training. With
     `training.time_budget_covers: training` it is the time of training alone (the steps and the validations between
-    them; a resumed run's earlier training counts too), and data, calibration and the test evaluation come on top.
-    The cosine schedule is fitted to the steps that fit once that time is kept back.
+    them; a resumed run's earlier training counts too), and data and the test evaluation come on top.
+    With `training.fit_schedule_to_budget` the cosine follows the clock (`BudgetSchedule`): it reaches 0 when the
+    budget stops training.
 
     SIGINT (Ctrl-C) or SIGTERM during training saves a resumable checkpoint after the step in progress and raises
     `TrainingInterrupted` (a KeyboardInterrupt) with a line saying where the run stopped and how to resume it.
@@ -347,20 +322,12 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
             except ValueError as err:  # a config problem: the CLI reports it on one line and exits 2
                 raise ConfigError(f"training.batch_size={t.batch_size} with training.distribution="
                                   f"{t.distribution}: {err}") from None
-        schedule_steps = None
         covers_run = t.time_budget_covers == "run"
         trained_before = float(saved.get("train_seconds") or 0.0) if saved is not None else 0.0
-        if (t.time_budget_seconds is not None and t.lr_schedule == "cosine" and t.fit_schedule_to_budget
-                and saved is None):
-            # Fit the cosine schedule into the budget: a run stopped by the clock would otherwise end at a high
-            # learning rate, far from where a finished schedule ends. The calibration counts against a run's budget.
-            calibration_rates = {}
-            step_seconds = calibrate_step_seconds(cfg, data, rates=calibration_rates)
-            budget_left = t.time_budget_seconds - (state.elapsed() if covers_run else 0.0)
-            schedule_steps = _steps_in_budget(cfg, data, budget_left, step_seconds, calibration_rates, covers_run)
-        if saved is not None:  # the learning-rate schedule the interrupted run was fitted to
-            schedule_steps = saved.get("schedule_steps")
-        model = build_model(cfg, data, schedule_steps=schedule_steps)
+        # a budgeted cosine follows the clock (`BudgetSchedule`): it reaches 0 when the budget stops training
+        clock_schedule = (t.time_budget_seconds is not None and t.lr_schedule == "cosine"
+                          and t.fit_schedule_to_budget)
+        model = build_model(cfg, data, clock_schedule=clock_schedule)
         if saved is not None:
             restore_backup(model, data.train, backup_dir)
             _say(f"resuming the interrupted run in {run_dir}: epoch {saved['epoch'] + 1}, step {saved['batch']} of "
@@ -402,8 +369,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         checkpointer = next(c for c in callbacks if isinstance(c, RunCheckpoint))
         more = checkpointer.extra
         fit_clock = {"start": time.monotonic()}
-        checkpointer.extra = lambda: {**(more() if more is not None else {}), "schedule_steps": schedule_steps,
-                                      "train_seconds": round(trained_before + time.monotonic() - fit_clock["start"],
+        checkpointer.extra = lambda: {**(more() if more is not None else {}), "train_seconds": round(trained_before + time.monotonic() - fit_clock["start"],
                                                              3)}
         if t.time_budget_seconds is not None and not covers_run:
             needed = reserve()
@@ -427,16 +393,20 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
             val_text = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation "
                         f"({validation.num_pairs} pairs); " if validation is not None else "")
             _say(f"time budget: {t.time_budget_seconds:g} s of wall time for the whole run, {state.elapsed():.1f} s "
-                 f"used (data, calibration{', earlier runs' if saved else ''}); training stops in time for "
+                 f"used (data{', earlier runs' if saved else ''}); training stops in time for "
                  f"{val_text}~{eval_estimate:.1f} s for the test evaluation", verbose)
         elif validation is not None:
             _say(f"validation: {validation.num_pairs} pairs, ~{validation.estimate_seconds(val_rate):.1f} s "
                  f"each; test evaluation ~{eval_estimate:.1f} s", verbose)
 
         fit_start = fit_clock["start"] = time.monotonic()
-        if t.time_budget_seconds is not None and not covers_run:
-            budget_callback = next(c for c in callbacks if isinstance(c, TimeBudget))
+        budget_callback = next((c for c in callbacks if isinstance(c, TimeBudget)), None)
+        if budget_callback is not None and not covers_run:
             budget_callback.deadline = fit_start - trained_before + t.time_budget_seconds
+        if clock_schedule:
+            callbacks.insert(callbacks.index(budget_callback) + 1, BudgetSchedule(
+                t.learning_rate, t.warmup_steps, budget_callback, t.epochs * len(data.train), state,
+                origin=fit_start - trained_before))
         history = None
         start_epoch = 0 if saved is None else saved["epoch"]
         if saved is not None and 0 < saved["batch"] < len(data.train) and start_epoch < t.epochs:
@@ -466,7 +436,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
 
-    budget = next((c for c in callbacks if isinstance(c, TimeBudget)), None)
+    budget = budget_callback
     rows = _read_history_rows(history_path)
     monitor = _monitor(data.val is not None)
     best_epoch = None

@@ -1,5 +1,5 @@
 """The model half of a run: precision policy, learning-rate schedule, optimizer, seeding, the compiled `UPT` a config
-describes, and the timing of one of its steps (`build_model`, `calibrate_step_seconds`)."""
+describes (`build_model`), and the measured seconds of one predicted pair (`seconds_per_pair`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ __all__ = [
     "objective_kwargs",
     "check_supported",
     "seed_everything",
-    "calibrate_step_seconds",
     "seconds_per_pair",
     "build_model",
 ]
@@ -73,11 +72,13 @@ def make_lr_schedule(cfg: Config, total_steps: int):
 GLOBAL_CLIPNORM = 1.0
 
 
-def make_optimizer(cfg: Config, total_steps: int):
-    """AdamW with `training.weight_decay`, the learning rate of `make_lr_schedule(cfg, total_steps)`, and gradients
-    clipped to a global norm of `GLOBAL_CLIPNORM`."""
-    return keras.optimizers.AdamW(learning_rate=make_lr_schedule(cfg, total_steps),
-                                  weight_decay=cfg.training.weight_decay, global_clipnorm=GLOBAL_CLIPNORM)
+def make_optimizer(cfg: Config, total_steps: int | None):
+    """AdamW with `training.weight_decay`, the learning rate of `make_lr_schedule(cfg, total_steps)` (with
+    `total_steps` None: the constant `training.learning_rate`, for a `BudgetSchedule` to set), and gradients clipped
+    to a global norm of `GLOBAL_CLIPNORM`."""
+    rate = cfg.training.learning_rate if total_steps is None else make_lr_schedule(cfg, total_steps)
+    return keras.optimizers.AdamW(learning_rate=rate, weight_decay=cfg.training.weight_decay,
+                                  global_clipnorm=GLOBAL_CLIPNORM)
 
 
 def model_kwargs(cfg: Config) -> dict:
@@ -132,30 +133,6 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(int(seed))
 
 
-def calibrate_step_seconds(cfg: Config, data: PreparedData, steps: int = 6, warmup: int = 2,
-                           rates: dict | None = None) -> float:
-    """Median seconds of one training step of the model `cfg` builds, timed on a throw-away copy.
-
-    `warmup` steps (tracing, first allocations) are run first and not counted. The global seeds are set again when
-    the real model is built, so calibrating does not change it. With a dict `rates`, the same copy then measures the
-    seconds of one predicted pair of each of `data`'s "test" and "val" splits (`seconds_per_pair`) into it.
-    """
-    model = build_model(cfg, data)
-    times = []
-    for i in range(warmup + steps):
-        x, y = data.train[i % len(data.train)]
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    if rates is not None:
-        for name in ("test", "val"):
-            if getattr(data, name, None) is not None:
-                rates[name] = seconds_per_pair(model, getattr(data, name))
-    del model
-    return float(np.median(times))
-
-
 def seconds_per_pair(model, source) -> float:
     """Measured wall seconds of one predicted pair of the split `source` (a `PairDataset`): the median of three
     calls on its first batch, after a first call (which compiles). Validation and test are measured apart: a point
@@ -176,14 +153,14 @@ def seconds_per_pair(model, source) -> float:
     return statistics.median(times) / max(batch_size_of(x), 1)
 
 
-def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None,
-                schedule_steps: int | None = None):
+def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = None, clock_schedule: bool = False):
     """A compiled `UPT` for `data` (grid, channels, dt, normalisation) with the sizes and losses of `cfg`.
 
     The mixed-precision policy of `training.amp` is active while the model is built and compiled, and the previous
     global policy is restored afterwards (see `precision_policy`). The learning-rate schedule spans
-    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`), or `schedule_steps` when given
-    (`train` fits it into `training.time_budget_seconds`).
+    `training.epochs * steps_per_epoch` steps (default: the length of `data.train`); with `clock_schedule` the
+    optimizer's learning rate is a constant that a `BudgetSchedule` callback sets before every step (`train` does
+    so with `training.fit_schedule_to_budget` and a time budget).
 
     Raises:
         ConfigError: for settings this version cannot honour (`training.distribution=data_parallel` on torch).
@@ -201,6 +178,6 @@ def build_model(cfg: Config, data: PreparedData, steps_per_epoch: int | None = N
             data.grid_shape, data.num_channels, **model_kwargs(cfg), dt=data.dt, field_mean=data.field_mean,
             field_std=data.field_std, objective=UPTObjective(**objective_kwargs(cfg)),
         )
-        total = schedule_steps if schedule_steps is not None else t.epochs * steps_per_epoch
-        model.compile(optimizer=make_optimizer(cfg, total), jit_compile=t.jit_compile)
+        optimizer = make_optimizer(cfg, None if clock_schedule else t.epochs * steps_per_epoch)
+        model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
     return model
