@@ -124,8 +124,8 @@ def main():
     args = parser.parse_args()
     if args.full_size:
         rows = workload_data_full.run(args.full_size, args.files)
-        command = "python benchmarks/bench_data.py --full-size DIR" + (
-            "" if args.files == list(workload_data_full.FILES) else " --files " + " ".join(args.files))
+        # the folder is this machine's: the command records it as DIR
+        command = harness.command_line("bench_data.py", local=("--full-size",)) + " --full-size DIR"
         harness.write_json(harness.results_path("results_data_full.json"), rows)
         harness.write_text(harness.results_path("results_data_full.md"),
                            "\n".join(workload_data_full.report(rows, command)) + "\n")

@@ -237,6 +237,33 @@ def _evaluation_estimate(data, seconds_per_pair: float) -> float:
     return seconds_per_pair * work + 2.0  # + the figures
 
 
+def _budget_lines(t, covers_run: bool, used: float, resumed: bool, needed: float, validation, val_rate: float,
+                  eval_estimate: float) -> list[str]:
+    """What a budgeted run prints before training: a warning when what must follow training (`needed` seconds)
+    does not fit into what is left of the budget after the `used` seconds, then what the budget counts and keeps
+    back (`covers_run`: the whole run, else training and its validations)."""
+    budget = t.time_budget_seconds
+    left = budget - used
+    per_validation = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation ({validation.num_pairs} pairs)"
+                      if validation is not None else None)
+    lines = []
+    if needed >= left:
+        what, lower = (("the validation and the test evaluation need", "data.max_val_samples, data.max_test_samples "
+                        "or data.rollout_steps") if covers_run else ("a validation needs", "data.max_val_samples"))
+        lines.append(f"warning: {what} ~{needed:.0f} s, more than the {left:.0f} s left of "
+                     f"training.time_budget_seconds={budget:g}: the run will train one step and overrun; lower "
+                     f"{lower} or raise the budget")
+    if covers_run:
+        lines.append(f"time budget: {budget:g} s of wall time for the whole run, {used:.1f} s used "
+                     f"(data{', earlier runs' if resumed else ''}); training stops in time for "
+                     f"{per_validation + '; ' if per_validation else ''}~{eval_estimate:.1f} s for the test evaluation")
+    else:
+        lines.append(f"time budget: {budget:g} s of training (training.time_budget_covers: training), {used:.1f} s "
+                     f"used{' by earlier runs' if resumed else ''}, validations included "
+                     f"({per_validation or 'no validation'}); then ~{eval_estimate:.1f} s for the test evaluation")
+    return lines
+
+
 def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, callbacks=None):
     """Train a UPT as configured, evaluate it on the test split and write the run directory.
 
@@ -369,32 +396,13 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         checkpointer = next(c for c in callbacks if isinstance(c, RunCheckpoint))
         more = checkpointer.extra
         fit_clock = {"start": time.monotonic()}
-        checkpointer.extra = lambda: {**(more() if more is not None else {}), "train_seconds": round(trained_before + time.monotonic() - fit_clock["start"],
-                                                             3)}
-        if t.time_budget_seconds is not None and not covers_run:
-            needed = reserve()
-            val_text = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation "
-                        f"({validation.num_pairs} pairs)" if validation is not None else "no validation")
-            if trained_before + needed >= t.time_budget_seconds:
-                _say(f"warning: a validation needs ~{needed:.0f} s, more than the "
-                     f"{t.time_budget_seconds - trained_before:.0f} s left of training.time_budget_seconds="
-                     f"{t.time_budget_seconds:g}: the run will train one step and overrun; lower data.max_val_samples "
-                     "or raise the budget", verbose)
-            _say(f"time budget: {t.time_budget_seconds:g} s of training (training.time_budget_covers: training), "
-                 f"{trained_before:.1f} s used{' by earlier runs' if saved else ''}, validations included "
-                 f"({val_text}); then ~{eval_estimate:.1f} s for the test evaluation", verbose)
-        elif t.time_budget_seconds is not None:
-            needed = reserve()
-            if state.elapsed() + needed >= t.time_budget_seconds:
-                _say(f"warning: the validation and the test evaluation need ~{needed:.0f} s, more than the "
-                     f"{t.time_budget_seconds - state.elapsed():.0f} s left of training.time_budget_seconds="
-                     f"{t.time_budget_seconds:g}: the run will train one step and overrun; lower data.max_val_samples, "
-                     "data.max_test_samples or data.rollout_steps, or raise the budget", verbose)
-            val_text = (f"~{validation.estimate_seconds(val_rate):.1f} s per validation "
-                        f"({validation.num_pairs} pairs); " if validation is not None else "")
-            _say(f"time budget: {t.time_budget_seconds:g} s of wall time for the whole run, {state.elapsed():.1f} s "
-                 f"used (data{', earlier runs' if saved else ''}); training stops in time for "
-                 f"{val_text}~{eval_estimate:.1f} s for the test evaluation", verbose)
+        checkpointer.extra = lambda: {**(more() if more is not None else {}),
+                                      "train_seconds": round(trained_before + time.monotonic() - fit_clock["start"], 3)}
+        if t.time_budget_seconds is not None:
+            used = state.elapsed() if covers_run else trained_before
+            for line in _budget_lines(t, covers_run, used, saved is not None, reserve(), validation, val_rate,
+                                      eval_estimate):
+                _say(line, verbose)
         elif validation is not None:
             _say(f"validation: {validation.num_pairs} pairs, ~{validation.estimate_seconds(val_rate):.1f} s "
                  f"each; test evaluation ~{eval_estimate:.1f} s", verbose)
