@@ -299,11 +299,13 @@ def test_shipped_configs_fit_their_grids():
     qs2 = d2.training.query_sampling
     assert qs2.enabled and (qs2.num_queries, qs2.strategy) == (256, "stratified") and d2.training.batch_size == 8
 
-    # the point-cloud config: the grid recipe on scattered points, 512 uniform queries, batches of 8
+    # the point-cloud config: the grid recipe and objective on scattered points, 512 uniform queries, batches of 8
     p2 = load_config(os.path.join(REPO, "configs", "train_points2d.yaml"))
     qsp = p2.training.query_sampling
     assert p2.model.preset == "points64" and p2.model.residual and p2.data.input_points_fraction == 0.5
     assert qsp.enabled and (qsp.num_queries, qsp.strategy) == (512, "uniform") and p2.training.batch_size == 8
+    # one objective for every default (results_points_objective.md)
+    assert p2.training.forward_loss == "relative" and p2.training.lambda_latent_consistency == 0.3
 
 
 def test_light_modules_import_no_framework():
