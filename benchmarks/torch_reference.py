@@ -238,13 +238,13 @@ class ReferenceUPT(nn.Module):
                  decoder_heads=4, decoder_mlp_dim=256, frequencies=(1, 2, 4, 8), dt=1.0, use_inverse_losses=False,
                  lambda_inv_enc=0.01, lambda_inv_dec=0.01, inverse_loss_frequency=1, num_queries=None, seed=None,
                  encoder="grid", approximator_zero_init=False, decoder_locality=False, approximator_locality=False,
-                 decoder_readout="linear", **unused_sizes):
+                 decoder_readout="linear", decoder_patch_readout=False, decoder_patch_overlap=False, **unused_sizes):
         super().__init__()
         # sizes of parts the twin does not have are accepted only at their defaults (point-cloud sizes are unused)
         if (encoder != "grid" or approximator_zero_init or decoder_locality or approximator_locality
-                or decoder_readout != "linear"):
+                or decoder_readout != "linear" or decoder_patch_readout or decoder_patch_overlap):
             raise NotImplementedError("the plain-torch twin has a grid encoder, no zero-init approximator, no "
-                                      "locality bias and a linear readout")
+                                      "locality bias and a linear readout (no patch readout)")
         unknown = set(unused_sizes) - {"num_supernodes", "supernodes", "supernode_radius", "supernode_neighbours"}
         if unknown:
             raise TypeError(f"unknown size(s): {', '.join(sorted(unknown))}")

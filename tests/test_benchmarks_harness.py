@@ -193,3 +193,21 @@ def test_accuracy_reports_name_their_figures_after_themselves(tmp_path):
     first, second = (tmp_path / "first.md").read_text(), (tmp_path / "second.md").read_text()
     assert "![b1d rollout](first_b1d.png)" in first and "| 0.50x |" in first
     assert "![b1d rollout](second_b1d.png)" in second and "| 0.40x |" in second
+
+
+def test_error_spectrum_puts_each_wave_in_its_band():
+    """`error_spectrum.band_powers`: a wave of radial wavenumber |k| lands in the band holding |k| only, on 1D and
+    2D grids, with the power Parseval gives it."""
+    import numpy as np
+
+    import error_spectrum
+
+    x = np.arange(64) / 64
+    wave = np.sin(2 * np.pi * 5 * x)[None, :, None]  # |k| = 5, (1, 64, 1)
+    power = error_spectrum.band_powers(wave)
+    assert power[1] == pytest.approx(64 ** 2 / 2) and np.allclose(np.delete(power, 1), 0, atol=1e-6)
+    yy, xx = np.meshgrid(x, x, indexing="ij")
+    fields = np.stack([np.cos(2 * np.pi * (3 * yy + 4 * xx)), np.sin(2 * np.pi * 12 * xx)], -1)[None]  # 5, 12
+    power = error_spectrum.band_powers(fields)
+    assert power[1] == pytest.approx(4096 ** 2 / 2) and power[2] == pytest.approx(4096 ** 2 / 2)
+    assert np.allclose(power[[0, 3, 4]], 0, atol=1e-3)

@@ -208,3 +208,87 @@ def test_bilinear_readout_adds_a_position_weighted_read_of_the_features():
     assert clone.readout == "bilinear" and len(clone.position_heads) == 2
     with pytest.raises(ValueError, match="readout"):
         AnyPointDecoder(readout="cubic", **kwargs)
+
+
+@pytest.mark.parametrize("grid_shape", [(12,), (6, 9)])
+def test_patch_readout_reads_each_token_as_its_patch(grid_shape):
+    """`patch_grid`/`patch_size`: zero-initialised the patch readout changes nothing; once its map is set, the output
+    moves at every grid point by exactly the value its token maps to at that point's place in the patch (tokens in
+    row-major patch order), and between grid points by the multilinear interpolation of those values."""
+    rng = np.random.default_rng(1)
+    p, ndim, fields = 3, len(grid_shape), 2
+    patch_grid = tuple(n // p for n in grid_shape)
+    tokens = int(np.prod(patch_grid))
+    latent = rng.normal(size=(2, tokens, 8)).astype("float32")
+    coords = grid_coordinates(grid_shape)
+    kwargs = dict(num_fields=fields, coord_dim=ndim, width=16, depth=1, num_heads=2, mlp_dim=16, frequencies=(1, 2))
+    plain, patched = AnyPointDecoder(**kwargs), AnyPointDecoder(patch_grid=patch_grid, patch_size=p, **kwargs)
+    for dec in (plain, patched):
+        dec.build((None, tokens, 8), (None, ndim))
+    for src, dst in zip(plain.weights, patched.weights):  # the same weights, the patch readout aside
+        dst.assign(src)
+    base = to_numpy(plain(latent, coords))
+    np.testing.assert_allclose(to_numpy(patched(latent, coords)), base, atol=1e-6)
+
+    kernel = rng.normal(size=patched.unpatchify.kernel.shape).astype("float32")
+    patched.unpatchify.kernel.assign(kernel)
+    values = latent @ kernel  # (B, T, p^d * fields): token t's values at its patch's points
+    expected = np.zeros((2,) + tuple(grid_shape) + (fields,), "float32")
+    for t, corner in enumerate(np.ndindex(*patch_grid)):
+        for k, offset in enumerate(np.ndindex(*((p,) * ndim))):
+            point = tuple(c * p + o for c, o in zip(corner, offset))
+            expected[(slice(None),) + point] = values[:, t, k * fields:(k + 1) * fields]
+    out = to_numpy(patched(latent, coords))
+    np.testing.assert_allclose(out - base, expected.reshape(2, -1, fields), atol=1e-4)
+    # half-way between two neighbouring grid points along the last axis: the mean of their values
+    step = np.zeros(ndim, "float32")
+    step[-1] = 0.5 / grid_shape[-1]
+    middle = to_numpy(patched(latent, coords + step)) - to_numpy(plain(latent, coords + step))
+    flat = expected.reshape(2, -1, fields)
+    neighbour = np.roll(expected, -1, axis=ndim).reshape(2, -1, fields)
+    np.testing.assert_allclose(middle, (flat + neighbour) / 2, atol=1e-4)
+
+    clone = AnyPointDecoder.from_config(patched.get_config())
+    assert clone.patch_grid == patch_grid and clone.patch_size == p
+    with pytest.raises(ValueError, match="one token per patch"):
+        AnyPointDecoder(patch_grid=patch_grid, patch_size=p, **kwargs).build((None, tokens + 1, 8), (None, ndim))
+    with pytest.raises(ValueError, match="patch_grid"):
+        AnyPointDecoder(patch_grid=patch_grid + (2,), patch_size=p, **kwargs)
+
+
+@pytest.mark.parametrize("grid_shape, p", [((12,), 4), ((6, 8), 2), ((9, 6), 3)])
+def test_overlapping_patch_readout_blends_neighbouring_tokens(grid_shape, p):
+    """`patch_overlap`: each token's values cover a window of 2p points per axis round its patch, weighted by a tent
+    that fades to its edges; the windows' weights sum to 1 everywhere (a constant map reads as that constant at
+    and between the grid points), and one token's values land exactly on its window (periodic), with those weights."""
+    ndim = len(grid_shape)
+    patch_grid = tuple(n // p for n in grid_shape)
+    tokens = int(np.prod(patch_grid))
+    dec = AnyPointDecoder(1, ndim, width=8, depth=1, num_heads=2, mlp_dim=8, patch_grid=patch_grid, patch_size=p,
+                          patch_overlap=True)
+    dec.build((None, tokens, 4), (None, ndim))
+    assert dec.unpatchify.kernel.shape == (4, (2 * p) ** ndim)
+    coords = grid_coordinates(grid_shape)
+    off_grid = np.random.default_rng(2).uniform(size=(30, ndim)).astype("float32")
+    dec.unpatchify.bias.assign(np.full(dec.unpatchify.bias.shape, 2.5, "float32"))
+    for where in (coords, off_grid):
+        np.testing.assert_allclose(to_numpy(dec.patch_values(np.zeros((1, tokens, 4), "float32"), where)), 2.5,
+                                   atol=1e-5)
+
+    dec.unpatchify.bias.assign(np.zeros(dec.unpatchify.bias.shape, "float32"))
+    kernel = np.zeros(dec.unpatchify.kernel.shape, "float32")
+    kernel[0] = 1.0  # every value of a window = the token's first latent entry
+    dec.unpatchify.kernel.assign(kernel)
+    token = tokens // 2 + 1
+    corner = np.unravel_index(token, patch_grid)
+    latent = np.zeros((1, tokens, 4), "float32")
+    latent[0, token, 0] = 1.0
+    expected = np.ones(grid_shape)
+    for axis, (n, c) in enumerate(zip(grid_shape, corner)):
+        offset = (np.arange(n) - (c * p - p // 2)) % n  # place in the window, which starts p // 2 before the patch
+        weight = np.where(offset < 2 * p, 1.0 - np.abs(offset - (p - 0.5)) / p, 0.0)
+        expected = expected * weight.reshape([-1 if a == axis else 1 for a in range(ndim)])
+    out = to_numpy(dec.patch_values(latent, coords)).reshape(grid_shape)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert np.count_nonzero(out > 1e-6) == (2 * p) ** ndim
+    assert AnyPointDecoder.from_config(dec.get_config()).patch_overlap is True

@@ -1,5 +1,6 @@
 """Named presets: one source of model sizes for the model, the config and the benchmarks."""
 
+import numpy as np
 import pytest
 
 from upt_keras import UPT
@@ -102,3 +103,18 @@ def test_decoder_readout_is_a_config_key(tmp_path):
     model = UPT.from_sizes(grid_shape=(32,), num_fields=1, **model_kwargs(cfg))
     assert model.decoder.readout == "bilinear"
     assert UPT.from_preset("tiny").decoder.readout == "linear"
+
+
+def test_decoder_patch_readout_is_a_config_key(tmp_path):
+    """`model.decoder_patch_readout` gives the decoder a patch readout over the encoder's patches from a YAML; a model
+    whose tokens are not one per patch is refused with the key named."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  preset: tiny\n  pooling: average\n  decoder_patch_readout: true\n")
+    cfg = load_config(str(path))
+    assert cfg.model.decoder_patch_readout is True
+    model = UPT.from_sizes(grid_shape=(32,), num_fields=1, **model_kwargs(cfg))
+    assert model.decoder.patch_grid == (8,) and model.decoder.patch_size == 4
+    assert tuple(model(np.zeros((2, 32, 1), "float32")).shape) == (2, 32, 1)
+    assert UPT.from_preset("tiny").decoder.patch_grid is None
+    with pytest.raises(ValueError, match="decoder_patch_readout"):
+        UPT.from_preset("tiny", decoder_patch_readout=True)  # perceiver pooling: 8 tokens for 8 patches, no order

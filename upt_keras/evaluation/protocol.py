@@ -97,6 +97,16 @@ def one_step_metrics(model, dataset, batch_size: int | None = None, verbose=0, p
     return {"model": M.all_metrics(pred, y), "identity": M.all_metrics(x, y), "num_pairs": int(x.shape[0])}
 
 
+def rollout_starts(dataset, starts: str = "initial") -> np.ndarray:
+    """The (trajectory, start frame) pairs, (n, 2), that `rollout_arrays` rolls out from (nothing is read)."""
+    if starts not in ("initial", "all"):
+        raise ValueError(f"starts must be 'initial' or 'all', got {starts!r}")
+    if dataset.rollout_steps is None:
+        raise ValueError("the dataset has no rollout targets (build it with rollout_steps=K)")
+    pairs = dataset.pairs
+    return pairs[pairs[:, 1] == pairs[:, 1].min()] if starts == "initial" else pairs
+
+
 def rollout_arrays(dataset, starts: str = "initial"):
     """Initial inputs, target frames and (trajectory, start frame) of the rollouts of a rollout `PairDataset`.
 
@@ -108,15 +118,8 @@ def rollout_arrays(dataset, starts: str = "initial"):
         `(x0 (n, *grid, C), targets (n, K, *grid, C), pairs (n, 2))`; `x0` is what the model takes (a point cloud's
         dict, `PairDataset.model_inputs`).
     """
-    if starts not in ("initial", "all"):
-        raise ValueError(f"starts must be 'initial' or 'all', got {starts!r}")
     k = dataset.rollout_steps
-    if k is None:
-        raise ValueError("the dataset has no rollout targets (build it with rollout_steps=K)")
-    pairs = dataset.pairs
-    if starts == "initial":
-        first = pairs[:, 1] == pairs[:, 1].min()
-        pairs = pairs[first]
+    pairs = rollout_starts(dataset, starts)
     traj, t0 = pairs[:, 0], pairs[:, 1]
     offsets = dataset.time_stride * np.arange(1, k + 1)
     x0 = dataset.model_inputs(traj, t0) if hasattr(dataset, "model_inputs") else dataset.trajectories[traj, t0]

@@ -42,6 +42,10 @@ class ModelSizes(Section):
     decoder_mlp_dim: Int = Field(256, ge=1)
     decoder_locality: Bool = False  # distance bias in the decoder's attention (tokens with positions)
     decoder_readout: one_of("linear", "bilinear") = "linear"  # bilinear: features weighted by a function of position
+    # a linear map of each token to its patch's values, interpolated at the queries (grid encoder, one token per
+    # patch: average pooling with num_latent_tokens = the number of patches)
+    decoder_patch_readout: Bool = False
+    decoder_patch_overlap: Bool = False
     frequencies: NumberList = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
 
 
@@ -61,13 +65,15 @@ PRESETS = {
     # the 2D CPU default (configs/train_burgers2d.yaml): 64x64 / patch 8 = 64 patch tokens kept as 64 latent tokens
     # of width 64 (one per patch, with positions for the locality biases), zero-initialised local approximator,
     # local decoder: the 1D default's recipe on a 2D grid (patch 4, 256 tokens: 3.2x the step time); a bilinear
-    # readout and frequencies up to 32 (benchmarks/results/results_accuracy_2d.md: 12% lower rollout error at 300 s)
+    # readout and frequencies up to 32 (benchmarks/results/results_accuracy_2d.md: 12% lower rollout error at 300 s);
+    # a patch readout, each token mapped linearly to its 8x8 patch (benchmarks/results/results_accuracy_patch.md:
+    # the error of the change at wavenumbers below 8 down 2-3x on burgers2d_64)
     "b2d": dict(
         grid_shape=(64, 64), num_fields=1, patch_size=8, encoder_dim=64, encoder_depth=1, encoder_heads=4,
         num_latent_tokens=64, latent_dim=64, pooling="average", approximator_width=96, approximator_depth=2,
         approximator_heads=4, approximator_zero_init=True, approximator_locality=True, mlp_ratio=4, decoder_width=64,
         decoder_depth=1, decoder_heads=4, decoder_mlp_dim=128, decoder_locality=True, decoder_readout="bilinear",
-        frequencies=(1, 2, 4, 8, 16, 32),
+        decoder_patch_readout=True, frequencies=(1, 2, 4, 8, 16, 32),
     ),
     # workload B64 (configs/train_burgers2d_64.yaml, benchmarks/bench_b64.py): 2D 64x64, sized for a GPU
     "b64": dict(
@@ -140,10 +146,20 @@ def build_parts(grid_shape, num_fields=1, **sizes):
         num_heads=s["approximator_heads"], mlp_ratio=s["mlp_ratio"], zero_init=s["approximator_zero_init"],
         locality=s["approximator_locality"], name="approximator",
     )
+    patches = {}
+    if s["decoder_patch_readout"]:
+        if s["encoder"] != "grid" or s["pooling"] != "average" or encoder.num_patches != s["num_latent_tokens"]:
+            raise ValueError(
+                "decoder_patch_readout needs one latent token per patch of a grid encoder (encoder: grid, pooling: "
+                f"average, num_latent_tokens = the number of patches); got encoder={s['encoder']!r}, "
+                f"pooling={s['pooling']!r}, num_latent_tokens={s['num_latent_tokens']}"
+                + (f" for {encoder.num_patches} patches" if s["encoder"] == "grid" else ""))
+        patches = dict(patch_grid=encoder.patch_grid, patch_size=encoder.patch_size,
+                       patch_overlap=s["decoder_patch_overlap"])
     decoder = AnyPointDecoder(
         num_fields, ndim, width=s["decoder_width"], depth=s["decoder_depth"], num_heads=s["decoder_heads"],
         mlp_dim=s["decoder_mlp_dim"], frequencies=s["frequencies"], locality=s["decoder_locality"],
-        readout=s["decoder_readout"], name="decoder",
+        readout=s["decoder_readout"], name="decoder", **patches,
     )
     return encoder, approximator, decoder
 

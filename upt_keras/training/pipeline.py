@@ -230,9 +230,9 @@ def _evaluation_estimate(data, seconds_per_pair: float) -> float:
     default model: 1.1 s against 7.6 s for 60 rollouts of 20 steps)."""
     work = data.test.num_pairs if data.test is not None else 0
     if data.rollout is not None:
-        from upt_keras.evaluation import rollout_arrays
+        from upt_keras.evaluation.protocol import rollout_starts
 
-        rollouts = rollout_arrays(data.rollout, "initial")[2].shape[0]  # its (trajectory, start) pairs
+        rollouts = rollout_starts(data.rollout, "initial").shape[0]  # counted, not read: reserve() calls it per step
         work += 1.2 * rollouts * data.rollout.rollout_steps
     return seconds_per_pair * work + 2.0  # + the figures
 
@@ -444,7 +444,6 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
 
-    budget = budget_callback
     rows = _read_history_rows(history_path)
     monitor = _monitor(data.val is not None)
     best_epoch = None
@@ -461,7 +460,7 @@ def train(cfg: Config, run_dir=None, verbose="auto", progress: bool = True, call
         "steps_completed": state.step,
         "resumed_from_epoch": resume_epoch,
         "resumed_from_step": None if saved is None else saved.get("step"),
-        "stopped_by_time_budget": budget is not None and budget.stopped_epoch is not None,
+        "stopped_by_time_budget": budget_callback is not None and budget_callback.stopped_epoch is not None,
         "time_budget_seconds": t.time_budget_seconds,
         "best_epoch": best_epoch,
         f"best_{monitor}": best_value if validation is None or validation.best is None else validation.best,
