@@ -39,10 +39,11 @@ def ratio(num, den):
 
 
 def spectrum(run_dir, num_pairs):
-    """The four rows of the table for one run, and its one-step nRMSE on those pairs."""
+    """The four rows of the table for one run, and its one-step nRMSE on those pairs (`metrics.nrmse`)."""
     import keras
 
     from upt_keras.config import load_config
+    from upt_keras.evaluation.metrics import nrmse
     from upt_keras.evaluation.protocol import collect_pairs, predict
     from upt_keras.training.data import prepare_data
 
@@ -64,9 +65,7 @@ def spectrum(run_dir, num_pairs):
         "error / change": ratio(p_error, p_change),
         "reconstruction / field": ratio(band_powers(recon - x), band_powers(x)),
     }
-    axes = tuple(range(1, x.ndim))
-    nrmse = float(np.mean(np.sqrt((error ** 2).sum(axes) / (y ** 2).sum(axes))))
-    return rows, nrmse, len(x)
+    return rows, nrmse(pred, y), len(x)
 
 
 def main():

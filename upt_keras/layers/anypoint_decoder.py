@@ -161,18 +161,20 @@ class AnyPointDecoder(keras.layers.Layer):
     def patch_values(self, latent, coords):
         """The patch readout at `coords` ((Q, d) or (B or 1, Q, d)): each token's linear map to its patch's points,
         laid out on the grid the patches tile and interpolated there, (B, Q, num_fields) float32."""
-        p, fields = self.patch_size, self.num_fields
         values = self.unpatchify(latent)  # (B, T, p^d * fields)
-        batch = ops.shape(values)[0]
         if self.patch_overlap:
             return interpolate_on_grid(self.overlapped_grid(values), coords)
+        patches = ops.reshape(values, (ops.shape(values)[0],) + self.patch_grid + (self.patch_size,) * self.coord_dim
+                              + (self.num_fields,))
+        return interpolate_on_grid(self._tile(patches), coords)
+
+    def _tile(self, patches):
+        """(B, *patch_grid, p[, p], fields) patch values -> (B, *grid, fields): patch (r, c) at points r p.., c p..."""
+        batch, p, fields = ops.shape(patches)[0], self.patch_size, self.num_fields
         if self.coord_dim == 1:
-            grid = ops.reshape(values, (batch, self.patch_grid[0] * p, fields))
-        else:
-            rows, cols = self.patch_grid
-            grid = ops.reshape(values, (batch, rows, cols, p, p, fields))
-            grid = ops.reshape(ops.transpose(grid, (0, 1, 3, 2, 4, 5)), (batch, rows * p, cols * p, fields))
-        return interpolate_on_grid(grid, coords)
+            return ops.reshape(patches, (batch, self.patch_grid[0] * p, fields))
+        rows, cols = self.patch_grid
+        return ops.reshape(ops.transpose(patches, (0, 1, 3, 2, 4, 5)), (batch, rows * p, cols * p, fields))
 
     def overlapped_grid(self, values):
         """The grid of the overlapping patch readout: token t's values on a window of 2p points per axis centred on
@@ -187,7 +189,7 @@ class AnyPointDecoder(keras.layers.Layer):
             v = v * ops.convert_to_tensor(tent.reshape(2, p, 1).astype("float32"))
             # window t covers patches t and t + 1 of the grid shifted by p // 2
             shifted = v[:, :, 0] + ops.roll(v[:, :, 1], 1, axis=1)  # (B, rows, p, fields)
-            return ops.roll(ops.reshape(shifted, (batch, rows * p, fields)), -(p // 2), axis=1)
+            return ops.roll(self._tile(shifted), -(p // 2), axis=1)
         rows, cols = self.patch_grid
         v = ops.reshape(ops.cast(values, "float32"), (batch, rows, cols, 2, p, 2, p, fields))
         v = v * ops.convert_to_tensor(np.multiply.outer(tent, tent).reshape(2, p, 2, p, 1).astype("float32"))
@@ -195,8 +197,7 @@ class AnyPointDecoder(keras.layers.Layer):
         shifted = (v[:, :, :, 0, :, 0] + ops.roll(v[:, :, :, 1, :, 0], 1, axis=1)
                    + ops.roll(v[:, :, :, 0, :, 1], 1, axis=2)
                    + ops.roll(ops.roll(v[:, :, :, 1, :, 1], 1, axis=1), 1, axis=2))  # (B, rows, cols, p, p, fields)
-        grid = ops.reshape(ops.transpose(shifted, (0, 1, 3, 2, 4, 5)), (batch, rows * p, cols * p, fields))
-        return ops.roll(ops.roll(grid, -(p // 2), axis=1), -(p // 2), axis=2)
+        return ops.roll(ops.roll(self._tile(shifted), -(p // 2), axis=1), -(p // 2), axis=2)
 
     def get_config(self):
         config = super().get_config()
